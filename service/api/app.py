@@ -1,0 +1,73 @@
+"""``create_app(settings)``: the FastAPI application and the lifespan that owns models and batchers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.api.errors import install_error_handlers
+from service.api.middleware import RequestIdMiddleware
+from service.api.routes import classify, embeddings, health
+from service.api.routes import metrics as metrics_route
+from service.api.routes import models as models_route
+from service.config import Settings
+from service.metrics import Metrics
+from service.registry import ModelRegistry, Phase
+from service.runtime import Loader, default_loader, load_engines
+
+log = logging.getLogger("chunkserve")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    loader: Loader = default_loader,
+    on_fatal: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """Build the application; nothing is loaded until its lifespan starts.
+
+    Models load in the background so ``/health`` answers at once and ``/ready`` says when they are warm.
+    ``on_fatal`` is told when start-up fails (the CLI stops the server then; tests read ``/health``).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        registry = ModelRegistry(expected=[m.id for m in settings.model_entries()])
+        metrics = Metrics()
+        app.state.registry, app.state.metrics = registry, metrics
+
+        async def load() -> None:
+            try:
+                await load_engines(settings, registry, loader, metrics)
+            except Exception as exc:
+                registry.phase, registry.failure = Phase.FAILED, f"{type(exc).__name__}: {exc}"
+                log.error("start-up failed: %s", registry.failure)
+                if on_fatal is not None:
+                    on_fatal(registry.failure)
+
+        loading = asyncio.create_task(load(), name="load-models")
+        try:
+            yield {"registry": registry, "settings": settings, "metrics": metrics}
+        finally:
+            if not loading.done():
+                loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            await registry.close(drain=True)
+
+    app = FastAPI(
+        title="chunkserve",
+        version="0.1.0",
+        description="Chunk long texts; run local models behind a micro-batcher; OpenAI-compatible.",
+        lifespan=lifespan,
+        debug=False,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    for module in (health, metrics_route, models_route, embeddings, classify):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,34 @@
+"""Typed dependencies so that routes read like prose: ``registry: RegistryDep``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.config import Settings
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    """The model registry the lifespan put in the request state."""
+    registry: ModelRegistry = request.state.registry
+    return registry
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was built with."""
+    settings: Settings = request.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    """The app's Prometheus collectors."""
+    metrics: Metrics = request.state.metrics
+    return metrics
+
+
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

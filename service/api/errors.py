@@ -1,0 +1,124 @@
+"""Domain errors → HTTP responses, in one table. Routes hold no try/except for these."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from service.errors import (
+    BatchFailed,
+    ChunkserveError,
+    DeadlineExceeded,
+    ForbiddenTarget,
+    InputTooLarge,
+    InvalidInput,
+    ModelNotFound,
+    Overloaded,
+    ShuttingDown,
+    UpstreamError,
+)
+
+log = logging.getLogger("chunkserve.errors")
+
+# Most specific first: the first matching class decides (InputTooLarge before InvalidInput).
+STATUS_TABLE: list[tuple[type[ChunkserveError], int, str, str]] = [
+    (Overloaded, 503, "server_overloaded", "overloaded"),
+    (ShuttingDown, 503, "server_unavailable", "unavailable"),
+    (ModelNotFound, 404, "invalid_request_error", "model_not_found"),
+    (InputTooLarge, 413, "invalid_request_error", "input_too_large"),
+    (InvalidInput, 422, "invalid_request_error", "invalid_value"),
+    (ForbiddenTarget, 422, "invalid_request_error", "forbidden_target"),
+    (DeadlineExceeded, 504, "timeout", "deadline_exceeded"),
+    (UpstreamError, 502, "upstream_error", "upstream_error"),
+    (BatchFailed, 500, "server_error", "model_error"),
+]
+
+
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """One JSON error body, OpenAI's shape plus the request id."""
+    body = {
+        "error": {"message": message, "type": type_, "param": param, "code": code},
+        "request_id": getattr(request.state, "request_id", None),
+    }
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ChunkserveError)
+    status, type_, code = next(
+        ((s, t, c) for cls, s, t, c in STATUS_TABLE if isinstance(exc, cls)),
+        (500, "server_error", "internal_error"),
+    )
+    headers = None
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+    elif isinstance(exc, ShuttingDown):
+        headers = {"Retry-After": "5"}
+    if status >= 500:
+        log.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc.message)
+    return error_response(
+        request, status, exc.message, type_=type_, param=exc.field, code=code, headers=headers
+    )
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    field = ""
+    for part in parts:
+        field += f"[{part}]" if part.isdigit() else (f".{part}" if field else part)
+    return field or "body"
+
+
+def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    field = _field_of(tuple(first.get("loc", ())))
+    if first.get("type") == "json_invalid":
+        message = "request body is not valid JSON"
+    else:
+        # Messages only: pydantic's "input" would echo the caller's (possibly huge) text back.
+        message = f"{field}: {first.get('msg', 'invalid value')}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return error_response(
+        request, 422, message, type_="invalid_request_error", param=field, code="invalid_value"
+    )
+
+
+def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(
+        request, exc.status_code, str(exc.detail), type_="invalid_request_error", code=None, headers=headers
+    )
+
+
+def _unhandled(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return error_response(
+        request, 500, "internal server error; quote the request id when reporting it", type_="server_error"
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the table above on ``app``."""
+    app.add_exception_handler(ChunkserveError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

@@ -1,0 +1,145 @@
+"""``chunkserve bench``: closed-loop load against a server, plus the in-process ceiling (``--raw``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.bench.corpus import load_corpus
+from service.bench.load import PhaseResult, closed_loop
+from service.config import DEFAULT_MODEL_ID, Settings
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench command's flags."""
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="Server to measure.")
+    parser.add_argument("--spawn", action="store_true", help="Start a server (CHUNKSERVE_* settings) for the run.")
+    parser.add_argument("--model", default=DEFAULT_MODEL_ID, help="Model id to send requests to.")
+    parser.add_argument("--concurrency", default="1,8,32,64", help="Comma-separated client counts.")
+    parser.add_argument("--requests", type=int, default=300, help="Requests per concurrency level.")
+    parser.add_argument("--duration", type=float, default=None, help="Seconds per level (instead of --requests).")
+    parser.add_argument("--corpus", type=Path, default=None, help="Texts: .txt (a line each) or .jsonl (text).")
+    parser.add_argument("--corpus-size", type=int, default=2000, help="Texts in the built-in corpus.")
+    parser.add_argument("--raw", action="store_true", help="Also measure the in-process ceiling.")
+    parser.add_argument("--raw-inputs", type=int, default=256, help="Inputs per in-process measurement.")
+    parser.add_argument("--out", type=Path, default=None, help="Write the results as JSON here.")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _spawned_server(timeout_s: float = 180.0) -> Iterator[str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "CHUNKSERVE_LOG_LEVEL": "warning"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"bench: the spawned server exited with {proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/ready", timeout=2, trust_env=False).status_code == 200:
+                    break
+            time.sleep(0.5)
+        else:
+            raise SystemExit("bench: the spawned server did not become ready in time")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _measure_raw(model_id: str, texts: list[str]) -> dict[str, Any]:
+    from models.loading import LoadOptions
+    from service.bench.raw import measure_raw
+    from service.engine import set_torch_threads
+    from service.runtime import default_loader, effective_threads
+
+    settings = Settings()
+    entry = next((m for m in settings.model_entries() if m.id == model_id), None)
+    if entry is None:
+        raise SystemExit(f"bench --raw: model {model_id!r} is not in the configured models")
+    threads = effective_threads(settings)
+    set_torch_threads(threads)
+    model = default_loader(entry, LoadOptions(device=settings.device, dtype=settings.dtype))
+    return {"torch_threads": threads, **measure_raw(model, texts)}
+
+
+def _print_table(phases: list[PhaseResult]) -> None:
+    head = f"{'conc':>5} {'req/s':>8} {'inputs/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'err':>4} {'batch':>6}"
+    print(head)
+    for p in phases:
+        batch = f"{p.mean_batch_size:.1f}" if p.mean_batch_size is not None else "-"
+        print(
+            f"{p.concurrency:>5} {p.requests_per_s:>8.1f} {p.inputs_per_s:>9.1f} {p.p50_ms:>8.1f} "
+            f"{p.p90_ms:>8.1f} {p.p99_ms:>8.1f} {p.errors:>4} {batch:>6}"
+        )
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark the flags describe; print a table and optionally write JSON."""
+    levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+    texts = load_corpus(args.corpus, args.corpus_size)
+    report: dict[str, Any] = {
+        "scenario": "embeddings",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "corpus": {"texts": len(texts), "source": str(args.corpus or "built-in")},
+        "model": args.model,
+    }
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(_spawned_server()) if args.spawn else args.url
+        if args.raw:
+            report["raw"] = raw = _measure_raw(args.model, texts[: args.raw_inputs])
+            print(
+                f"in-process: batch-1 p50 {raw['batch1_p50_ms']} ms; ceiling {raw['ceiling_inputs_per_s']} inputs/s "
+                f"(batch {raw['best_arrival_batch_size']}, arrival order); length-sorted "
+                f"{raw['best_sorted_inputs_per_s']} inputs/s"
+            )
+        phases = []
+        for level in levels:
+            phase = asyncio.run(
+                closed_loop(url, args.model, texts, level, requests=args.requests, duration_s=args.duration)
+            )
+            phases.append(phase)
+        report["server"] = [p.as_dict() for p in phases]
+    _print_table(phases)
+    if args.raw:
+        best = max(phases, key=lambda p: p.inputs_per_s)
+        top = max(phases, key=lambda p: p.concurrency)
+        ratios = {
+            "server_over_ceiling_at_max_concurrency": round(top.inputs_per_s / raw["ceiling_inputs_per_s"], 3),
+            "best_server_over_ceiling": round(best.inputs_per_s / raw["ceiling_inputs_per_s"], 3),
+            "server_over_sorted_at_max_concurrency": round(top.inputs_per_s / raw["best_sorted_inputs_per_s"], 3),
+        }
+        one = next((p for p in phases if p.concurrency == 1), None)
+        if one is not None:
+            ratios["c1_p50_minus_batch1_ms"] = round(one.p50_ms - raw["batch1_p50_ms"], 2)
+        report["ratios"] = ratios
+        print("ratios:", json.dumps(ratios))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.out}")
+    return 1 if any(p.errors for p in phases) else 0

@@ -1,0 +1,151 @@
+"""Settings: the only module that reads the environment (prefix ``CHUNKSERVE_``).
+
+Every field's description is also its ``chunkserve serve --help`` text; a command-line flag overrides its
+environment variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.base import Task
+
+DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
+
+
+class ModelEntry(BaseModel):
+    """One served model: its public id, a local directory and optionally the task (inferred when absent)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/-]+$")
+    path: Path | None = Field(
+        default=None, description="Local model directory; None means the packaged default."
+    )
+    task: Task | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> ModelEntry:
+        """Parse ``ID=PATH[:TASK]`` (or just ``PATH``, whose directory name becomes the id).
+
+        Raises:
+            ValueError: the spec is empty or names an unknown task.
+        """
+        spec = spec.strip()
+        if not spec:
+            raise ValueError("empty model spec; expected ID=PATH[:TASK]")
+        model_id, sep, rest = spec.partition("=")
+        if not sep:
+            model_id, rest = "", spec
+        task: Task | None = None
+        head, colon, tail = rest.rpartition(":")
+        if colon and tail in {t.value for t in Task}:
+            rest, task = head, Task(tail)
+        elif colon and "/" not in tail and tail and not Path(rest).exists():
+            tasks = ", ".join(t.value for t in Task)
+            raise ValueError(f"unknown task {tail!r} in model spec {spec!r}; use one of: {tasks}")
+        path = Path(rest).expanduser()
+        return cls(id=model_id or path.name, path=path, task=task)
+
+
+def _split_models(value: object) -> object:
+    if isinstance(value, str):
+        return [ModelEntry.parse(part) for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        return [ModelEntry.parse(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything chunkserve can be told, from flags, ``CHUNKSERVE_*`` variables or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(env_prefix="CHUNKSERVE_", env_file=".env", extra="ignore", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="Address to bind. Use 0.0.0.0 to expose the server.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to bind (0 picks a free one).")
+    models: Annotated[list[ModelEntry], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Models to serve, comma-separated ID=PATH[:TASK] (task: embedding|classification, inferred when "
+            f"omitted). Empty: the packaged {DEFAULT_MODEL_ID}. The flag --model may be repeated."
+        ),
+    )
+    device: str = Field(
+        default="auto",
+        description="Where models run: auto (CUDA when available, else CPU), cpu, cuda, cuda:N.",
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="Model precision: auto means fp16/bf16 on CUDA and fp32 on CPU."
+    )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Intra-op threads for torch on CPU. Unset: one per core, at most 4.",
+    )
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="Most inputs in one model call.")
+    max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=10_000,
+        description="How long the first queued input may wait for batch-mates before the batch runs.",
+    )
+    max_batch_tokens: int = Field(
+        default=16384,
+        ge=1,
+        description="Token budget of one batch, counted as longest input x batch size (padding included).",
+    )
+    max_queue: int = Field(
+        default=2048,
+        ge=1,
+        description="Inputs that may wait per model; beyond it requests get 503 + Retry-After.",
+    )
+    batch_window: int = Field(
+        default=256,
+        ge=1,
+        description="Queued inputs looked at together and length-sorted to cut padding (>= max batch size).",
+    )
+    truncate: bool = Field(
+        default=True,
+        description="Cut inputs longer than the model's limit (true) or refuse them with 413 (false).",
+    )
+    max_inputs_per_request: int = Field(
+        default=2048, ge=1, description="Most inputs in one /v1/embeddings or /v1/classify call."
+    )
+    max_input_chars: int = Field(
+        default=100_000, ge=1, description="Longest single input string, in characters."
+    )
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        default="info", description="Log level of chunkserve and uvicorn."
+    )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: object) -> object:
+        return _split_models(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        ids = [m.id for m in self.models]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"model ids must be unique; repeated: {', '.join(duplicates)}")
+        if self.batch_window < self.max_batch_size:
+            raise ValueError(
+                f"batch_window ({self.batch_window}) must be >= max_batch_size ({self.max_batch_size}); "
+                "raise CHUNKSERVE_BATCH_WINDOW or lower CHUNKSERVE_MAX_BATCH_SIZE"
+            )
+        return self
+
+    def model_entries(self) -> list[ModelEntry]:
+        """The configured models, or the packaged default when none is configured."""
+        return list(self.models) or [ModelEntry(id=DEFAULT_MODEL_ID, path=None, task=Task.EMBEDDING)]

@@ -1,0 +1,135 @@
+"""ModelEngine: one loaded model behind its own MicroBatcher and its own compute thread."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from models.base import Encoded, Model, Task
+from service.batcher import BatchPolicy, BatchStats, MicroBatcher
+from service.errors import InputTooLarge, InvalidInput
+
+log = logging.getLogger(__name__)
+
+# Below this much text, tokenizing on the event loop is cheaper than a hop to a worker thread.
+_INLINE_TOKENIZE_CHARS = 8_000
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOutput:
+    """Per-input results in the caller's order, and the tokens the model actually read."""
+
+    results: list[Any]
+    prompt_tokens: int
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Size torch's intra-op pool for the calling thread (a no-op for None)."""
+    if threads is not None:
+        import torch  # only here and in models/: the engine owns its compute thread
+
+        torch.set_num_threads(threads)
+
+
+class ModelEngine:
+    """Runs one model: tokenizes requests, queues them on the batcher, returns each caller's results."""
+
+    def __init__(
+        self,
+        model_id: str,
+        model: Model,
+        policy: BatchPolicy,
+        *,
+        truncate: bool = True,
+        torch_threads: int | None = None,
+        on_batch: Callable[[str, BatchStats], None] | None = None,
+    ) -> None:
+        self.model_id = model_id
+        self.model = model
+        self.truncate = truncate
+        # One thread per model: torch runs one batch at a time on one device, off the event loop.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=f"model-{model_id}",
+            initializer=set_torch_threads,
+            initargs=(torch_threads,),
+        )
+        self.batcher: MicroBatcher[Encoded, Any] = MicroBatcher(
+            self._predict,
+            cost=_cost,
+            policy=policy,
+            name=f"batcher-{model_id}",
+            executor=self._executor,
+            on_batch=(lambda stats: on_batch(model_id, stats)) if on_batch else None,
+        )
+
+    @property
+    def task(self) -> Task:
+        return self.model.task
+
+    @property
+    def alive(self) -> bool:
+        return self.batcher.alive
+
+    def info(self) -> dict[str, Any]:
+        """The model's public description (task, device, dtype, limits)."""
+        return {**self.model.info(), "id": self.model_id}
+
+    async def start(self) -> None:
+        """Start the batching loop."""
+        await self.batcher.start()
+
+    async def close(self, drain: bool = True) -> None:
+        """Stop intake, finish (or fail) queued work, then release the compute thread."""
+        await self.batcher.close(drain=drain)
+        self._executor.shutdown(wait=True)
+
+    async def encode(self, texts: Sequence[str], field: str = "input") -> list[Encoded]:
+        """Tokenize ``texts``, refusing over-long ones when truncation is off.
+
+        Raises:
+            InputTooLarge: an input is longer than the model's limit and truncation is off.
+        """
+        if sum(len(t) for t in texts) <= _INLINE_TOKENIZE_CHARS:
+            encoded = self.model.encode(texts)
+        else:
+            encoded = await asyncio.to_thread(self.model.encode, texts)
+        if not self.truncate:
+            for i, enc in enumerate(encoded):
+                if enc.truncated:
+                    where = field if len(texts) == 1 else f"{field}[{i}]"
+                    raise InputTooLarge(
+                        f"{where} has {enc.original_length} tokens; model {self.model_id!r} reads at most "
+                        f"{self.model.max_input_tokens}. Shorten or chunk it, or turn truncation on.",
+                        field=where,
+                    )
+        return encoded
+
+    async def run(self, texts: Sequence[str], field: str = "input") -> EngineOutput:
+        """Compute every text through the batcher; results come back in the order given.
+
+        Raises:
+            InvalidInput: no texts were given.
+            InputTooLarge: see ``encode``.
+            Overloaded: the queue cannot take them all now.
+            BatchFailed: the model raised for one of them.
+        """
+        if not texts:
+            raise InvalidInput(f"{field} must not be empty", field=field)
+        encoded = await self.encode(texts, field)
+        if len(encoded) == 1:
+            results = [await self.batcher.submit(encoded[0])]
+        else:
+            results = await self.batcher.submit_many(encoded)
+        return EngineOutput(results=results, prompt_tokens=sum(e.length for e in encoded))
+
+    def _predict(self, batch: list[Encoded]) -> list[Any]:
+        return self.model.predict(batch)
+
+
+def _cost(item: Encoded) -> int:
+    return item.length

@@ -1,0 +1,93 @@
+"""Settings → running engines: the one place that turns configuration into loaded, started models.
+
+Used by the HTTP lifespan, the offline runner and the benchmark, so all three load models the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+from models.loading import LoadOptions, load_model
+from models.packaged import default_model_path
+
+from models.base import Model
+from service.batcher import BatchPolicy
+from service.config import ModelEntry, Settings
+from service.engine import ModelEngine, set_torch_threads
+from service.metrics import Metrics
+from service.registry import ModelRegistry, Phase
+
+log = logging.getLogger("chunkserve")
+
+Loader = Callable[[ModelEntry, LoadOptions], Model]
+
+
+def default_loader(entry: ModelEntry, options: LoadOptions) -> Model:
+    """Load ``entry`` from its directory (the packaged default when it names none)."""
+    path = entry.path if entry.path is not None else default_model_path()
+    return load_model(entry.id, path, entry.task, options)
+
+
+def effective_threads(settings: Settings) -> int:
+    """Torch intra-op threads: the setting, else one per core up to 4."""
+    return settings.torch_threads or max(1, min(4, os.cpu_count() or 1))
+
+
+def batch_policy(settings: Settings) -> BatchPolicy:
+    """The batcher budgets named by the settings."""
+    return BatchPolicy(
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_wait_ms / 1000.0,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_queue=settings.max_queue,
+        window=settings.batch_window,
+    )
+
+
+def check_model_fits(settings: Settings, model_id: str, model: Model) -> None:
+    """Refuse settings under which a full-length input of ``model`` could never be batched.
+
+    Raises:
+        ValueError: ``max_batch_tokens`` is below the model's input limit.
+    """
+    if settings.max_batch_tokens < model.max_input_tokens:
+        raise ValueError(
+            f"max_batch_tokens ({settings.max_batch_tokens}) is smaller than one full-length input of model "
+            f"{model_id!r} ({model.max_input_tokens} tokens); set CHUNKSERVE_MAX_BATCH_TOKENS (or "
+            f"--max-batch-tokens) to at least {model.max_input_tokens}"
+        )
+
+
+async def load_engines(settings: Settings, registry: ModelRegistry, loader: Loader, metrics: Metrics) -> None:
+    """Load, warm and start every configured model, one after another, off the event loop.
+
+    Raises:
+        Exception: whatever loading raised; the registry is then marked failed.
+    """
+    threads = effective_threads(settings)
+    options = LoadOptions(device=settings.device, dtype=settings.dtype)
+    policy = batch_policy(settings)
+    for entry in settings.model_entries():
+        model = await asyncio.to_thread(_load_with_threads, loader, entry, options, threads)
+        check_model_fits(settings, entry.id, model)
+        metrics.max_batch_size[entry.id] = settings.max_batch_size
+        engine = ModelEngine(
+            entry.id,
+            model,
+            policy,
+            truncate=settings.truncate,
+            torch_threads=threads,
+            on_batch=metrics.observe_batch,
+        )
+        await engine.start()
+        registry.add(engine)
+        log.info("model %s ready: %s", entry.id, model.info())
+    registry.phase = Phase.READY
+
+
+def _load_with_threads(loader: Loader, entry: ModelEntry, options: LoadOptions, threads: int) -> Model:
+    set_torch_threads(threads)
+    return loader(entry, options)
