@@ -20,6 +20,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Secrets stay out of command lines (visible in ps and shell history): environment only.
+ENV_ONLY = frozenset({"remote_api_keys"})
+
+
 def _flag(name: str) -> str:
     return "--model" if name == "models" else "--" + name.replace("_", "-")
 
@@ -27,6 +31,8 @@ def _flag(name: str) -> str:
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Settings field, its help taken from the field's description."""
     for name, field in Settings.model_fields.items():
+        if name in ENV_ONLY:
+            continue
         env = f"CHUNKSERVE_{name.upper()}"
         default = "none" if field.default is None else field.default
         if name == "models":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.base import Task
@@ -23,9 +23,7 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/-]+$")
-    path: Path | None = Field(
-        default=None, description="Local model directory; None means the packaged default."
-    )
+    path: Path | None = Field(default=None, description="Local model directory; None means the packaged default.")
     task: Task | None = None
 
     @classmethod
@@ -116,8 +114,35 @@ class Settings(BaseSettings):
     max_inputs_per_request: int = Field(
         default=2048, ge=1, description="Most inputs in one /v1/embeddings or /v1/classify call."
     )
-    max_input_chars: int = Field(
-        default=100_000, ge=1, description="Longest single input string, in characters."
+    max_input_chars: int = Field(default=100_000, ge=1, description="Longest single input string, in characters.")
+    max_text_chars: int = Field(
+        default=2_000_000, ge=1, description="Longest text accepted by /v1/process, in characters."
+    )
+    max_chunks: int = Field(default=10_000, ge=1, description="Most chunks one text may be split into (else 413).")
+    max_targets: int = Field(default=32, ge=1, description="Most targets (local and remote) in one request.")
+    remote_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated hosts, host:port or CIDRs that remote targets may reach even though they are "
+            "loopback/private (everything public is allowed; private, metadata and loopback are refused)."
+        ),
+    )
+    remote_api_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        description="Comma-separated HOST=KEY pairs sent as Bearer tokens to remote targets on that host.",
+    )
+    remote_timeout_s: float = Field(default=30.0, gt=0, le=600, description="Default per-call remote timeout.")
+    remote_max_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="Largest timeout_s (and overall deadline) a request may ask for."
+    )
+    remote_per_host_limit: int = Field(
+        default=64, ge=1, le=10_000, description="Concurrent calls per remote host (across all requests)."
+    )
+    remote_retries: int = Field(
+        default=3, ge=1, le=10, description="Tries per chunk on connect errors, 429 and 5xx (Retry-After honoured)."
+    )
+    remote_max_response_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest remote answer read, in bytes."
     )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         default="info", description="Log level of chunkserve and uvicorn."
@@ -127,6 +152,24 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_models(cls, value: object) -> object:
         return _split_models(value)
+
+    @field_validator("remote_allowlist", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("remote_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [part.strip().partition("=") for part in value.split(",") if part.strip()]
+            bad = [host for host, sep, key in pairs if not sep or not key]
+            if bad:
+                raise ValueError(f"expected HOST=KEY pairs; no key for: {', '.join(bad)}")
+            return {host.strip().lower(): key.strip() for host, _, key in pairs}
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

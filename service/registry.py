@@ -47,7 +47,7 @@ class ModelRegistry:
             return False, f"batcher stopped for: {', '.join(dead)}"
         return True, "ready"
 
-    def get(self, model_id: str | None, task: Task) -> ModelEngine:
+    def get(self, model_id: str | None, task: Task | None = None) -> ModelEngine:
         """The engine for ``model_id`` (or the first one doing ``task`` when no id is given).
 
         Raises:
@@ -59,14 +59,14 @@ class ModelRegistry:
             raise ShuttingDown(self.readiness()[1])
         if model_id is None:
             for engine in self.engines.values():
-                if engine.task is task:
+                if task is None or engine.task is task:
                     return engine
-            raise ModelNotFound(f"no {task.value} model is served here", field="model")
+            raise ModelNotFound(f"no {task.value if task else ''} model is served here", field="model")
         engine = self.engines.get(model_id)
         if engine is None:
             served = ", ".join(sorted(self.engines)) or "none"
             raise ModelNotFound(f"model {model_id!r} does not exist; served: {served}", field="model")
-        if engine.task is not task:
+        if task is not None and engine.task is not task:
             raise InvalidInput(
                 f"model {model_id!r} is a {engine.task.value} model, not {task.value}", field="model"
             )

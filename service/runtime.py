@@ -10,15 +10,19 @@ import logging
 import os
 from collections.abc import Callable
 
-from models.loading import LoadOptions, load_model
-from models.packaged import default_model_path
+import httpx
 
 from models.base import Model
+from models.loading import LoadOptions, load_model
+from models.packaged import default_model_path
 from service.batcher import BatchPolicy
 from service.config import ModelEntry, Settings
 from service.engine import ModelEngine, set_torch_threads
+from service.guard import OutboundPolicy, make_guarded_client
 from service.metrics import Metrics
+from service.pipeline import Pipeline, PipelineLimits, Resolver
 from service.registry import ModelRegistry, Phase
+from service.remote import RemoteClient, RetryPolicy
 
 log = logging.getLogger("chunkserve")
 
@@ -91,3 +95,26 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
 def _load_with_threads(loader: Loader, entry: ModelEntry, options: LoadOptions, threads: int) -> Model:
     set_torch_threads(threads)
     return loader(entry, options)
+
+
+def build_pipeline(
+    settings: Settings, registry: ModelRegistry, resolver: Resolver | None = None
+) -> tuple[Pipeline, httpx.AsyncClient]:
+    """The chunk pipeline and the one shared outbound HTTP client (the caller closes it)."""
+    policy = OutboundPolicy.from_allowlist(settings.remote_allowlist)
+    # The pool must not be the bottleneck: the per-host semaphores are the real limit.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=settings.remote_per_host_limit)
+    http = make_guarded_client(policy, timeout=settings.remote_timeout_s, limits=limits, resolver=resolver)
+    remote = RemoteClient(
+        http,
+        per_host_limit=settings.remote_per_host_limit,
+        retry=RetryPolicy(attempts=settings.remote_retries),
+        max_response_bytes=settings.remote_max_response_bytes,
+        api_keys={host: key.get_secret_value() for host, key in settings.remote_api_keys.items()},
+    )
+    limits_ = PipelineLimits(
+        max_chunks=settings.max_chunks,
+        max_timeout_s=settings.remote_max_timeout_s,
+        default_timeout_s=settings.remote_timeout_s,
+    )
+    return Pipeline(registry, remote, policy, limits_, resolver=resolver), http

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NonEmptyText = Annotated[str, Field(min_length=1)]
 
@@ -116,3 +116,68 @@ class ErrorResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     detail: str | None = None
+
+
+class TargetSpec(_Request):
+    """A local model (``model`` alone) or a remote API (``url``, with its protocol)."""
+
+    model: str | None = Field(default=None, max_length=128, description="Local model id, or the remote model name.")
+    url: str | None = Field(default=None, max_length=2048, description="Remote endpoint (http or https).")
+    protocol: Literal["generic", "openai-embeddings", "openai-chat"] = Field(
+        default="generic", description="generic: POST {'text': chunk}; openai-*: the OpenAI API."
+    )
+    prompt: str | None = Field(default=None, max_length=8192, description="System prompt for openai-chat.")
+    headers: dict[str, str] = Field(default_factory=dict, max_length=16, description="Extra headers for the remote.")
+
+    @model_validator(mode="after")
+    def _local_or_remote(self) -> TargetSpec:
+        if self.url is None and self.model is None:
+            raise ValueError("a target needs a url (remote) or a model (local)")
+        return self
+
+
+class ProcessRequest(_Request):
+    """``POST /v1/process``: a long text, how to chunk it, and where each chunk goes."""
+
+    text: str = Field(min_length=1, description="The text to split and process.")
+    chunk_size: int = Field(default=500, gt=0, le=1_000_000, description="Chunk size (characters, or tokens).")
+    chunking: Literal["chars", "sentences", "tokens"] = Field(default="sentences", description="Split strategy.")
+    overlap: int = Field(default=0, ge=0, description="Characters (tokens) each chunk repeats from the last.")
+    api_urls: list[str] = Field(
+        default_factory=list, max_length=256, description="Remote generic endpoints (the classic request shape)."
+    )
+    targets: list[TargetSpec] = Field(default_factory=list, max_length=256, description="Local and remote targets.")
+    assignment: Literal["round_robin", "broadcast"] = Field(
+        default="round_robin", description="round_robin: chunk i → target i mod n; broadcast: every chunk everywhere."
+    )
+    timeout_s: float | None = Field(default=None, gt=0, description="Per-call timeout and overall deadline.")
+
+
+class ChunkInfo(BaseModel):
+    index: int
+    start: int
+    end: int
+    text: str
+
+
+class ChunkError(BaseModel):
+    type: str
+    message: str
+
+
+class ChunkResultModel(BaseModel):
+    index: int
+    target: str
+    success: bool
+    result: Any = None
+    error: ChunkError | None = None
+    latency_ms: float
+    attempts: int
+
+
+class ProcessResponse(BaseModel):
+    total: int
+    successful: int
+    failed: int
+    chunks: list[ChunkInfo]
+    results: list[ChunkResultModel]

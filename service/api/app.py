@@ -12,13 +12,14 @@ from fastapi import FastAPI
 
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestIdMiddleware
-from service.api.routes import classify, embeddings, health
+from service.api.routes import classify, embeddings, health, process
 from service.api.routes import metrics as metrics_route
 from service.api.routes import models as models_route
 from service.config import Settings
 from service.metrics import Metrics
+from service.pipeline import Resolver
 from service.registry import ModelRegistry, Phase
-from service.runtime import Loader, default_loader, load_engines
+from service.runtime import Loader, build_pipeline, default_loader, load_engines
 
 log = logging.getLogger("chunkserve")
 
@@ -28,18 +29,21 @@ def create_app(
     *,
     loader: Loader = default_loader,
     on_fatal: Callable[[str], None] | None = None,
+    resolver: Resolver | None = None,
 ) -> FastAPI:
     """Build the application; nothing is loaded until its lifespan starts.
 
     Models load in the background so ``/health`` answers at once and ``/ready`` says when they are warm.
     ``on_fatal`` is told when start-up fails (the CLI stops the server then; tests read ``/health``).
+    ``resolver`` replaces DNS for outbound calls (tests).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         registry = ModelRegistry(expected=[m.id for m in settings.model_entries()])
         metrics = Metrics()
-        app.state.registry, app.state.metrics = registry, metrics
+        pipeline, http = build_pipeline(settings, registry, resolver)
+        app.state.registry, app.state.metrics, app.state.pipeline = registry, metrics, pipeline
 
         async def load() -> None:
             try:
@@ -52,12 +56,13 @@ def create_app(
 
         loading = asyncio.create_task(load(), name="load-models")
         try:
-            yield {"registry": registry, "settings": settings, "metrics": metrics}
+            yield {"registry": registry, "settings": settings, "metrics": metrics, "pipeline": pipeline}
         finally:
             if not loading.done():
                 loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await registry.close(drain=True)
+            await http.aclose()
 
     app = FastAPI(
         title="chunkserve",
@@ -68,6 +73,6 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, metrics_route, models_route, embeddings, classify):
+    for module in (health, metrics_route, models_route, embeddings, classify, process):
         app.include_router(module.router)
     return app

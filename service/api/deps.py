@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from service.config import Settings
 from service.metrics import Metrics
+from service.pipeline import Pipeline
 from service.registry import ModelRegistry
 
 
@@ -29,6 +30,13 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+def get_pipeline(request: Request) -> Pipeline:
+    """The chunk pipeline (local engines + remote client)."""
+    pipeline: Pipeline = request.state.pipeline
+    return pipeline
+
+
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]

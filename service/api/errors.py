@@ -71,9 +71,7 @@ def _domain_error(request: Request, exc: Exception) -> Response:
         headers = {"Retry-After": "5"}
     if status >= 500:
         log.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc.message)
-    return error_response(
-        request, status, exc.message, type_=type_, param=exc.field, code=code, headers=headers
-    )
+    return error_response(request, status, exc.message, type_=type_, param=exc.field, code=code, headers=headers)
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
@@ -96,9 +94,7 @@ def _validation_error(request: Request, exc: Exception) -> Response:
         message = f"{field}: {first.get('msg', 'invalid value')}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return error_response(
-        request, 422, message, type_="invalid_request_error", param=field, code="invalid_value"
-    )
+    return error_response(request, 422, message, type_="invalid_request_error", param=field, code="invalid_value")
 
 
 def _http_error(request: Request, exc: Exception) -> Response:

@@ -92,7 +92,9 @@ async def closed_loop(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits, trust_env=False) as client:
         # Warm the connections (and the server's code paths) outside the measured window.
-        await asyncio.gather(*(client.post("/v1/embeddings", json={"input": t, "model": model}) for t in texts[:concurrency]))
+        await asyncio.gather(
+            *(client.post("/v1/embeddings", json={"input": t, "model": model}) for t in texts[:concurrency])
+        )
         before = await scrape_batch_sizes(client, model)
         latencies: list[float] = []
         errors: list[str] = []

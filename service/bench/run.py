@@ -8,18 +8,12 @@ import contextlib
 import json
 import os
 import platform
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from service.bench.corpus import load_corpus
 from service.bench.load import PhaseResult, closed_loop
+from service.bench.procs import spawned
 from service.config import DEFAULT_MODEL_ID, Settings
 
 
@@ -36,39 +30,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", action="store_true", help="Also measure the in-process ceiling.")
     parser.add_argument("--raw-inputs", type=int, default=256, help="Inputs per in-process measurement.")
     parser.add_argument("--out", type=Path, default=None, help="Write the results as JSON here.")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def _spawned_server(timeout_s: float = 180.0) -> Iterator[str]:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "CHUNKSERVE_LOG_LEVEL": "warning"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"bench: the spawned server exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/ready", timeout=2, trust_env=False).status_code == 200:
-                    break
-            time.sleep(0.5)
-        else:
-            raise SystemExit("bench: the spawned server did not become ready in time")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _measure_raw(model_id: str, texts: list[str]) -> dict[str, Any]:
@@ -104,12 +65,16 @@ def run_bench(args: argparse.Namespace) -> int:
     texts = load_corpus(args.corpus, args.corpus_size)
     report: dict[str, Any] = {
         "scenario": "embeddings",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "corpus": {"texts": len(texts), "source": str(args.corpus or "built-in")},
         "model": args.model,
     }
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(_spawned_server()) if args.spawn else args.url
+        url = stack.enter_context(spawned(["serve"], "/ready"))[0] if args.spawn else args.url
         if args.raw:
             report["raw"] = raw = _measure_raw(args.model, texts[: args.raw_inputs])
             print(

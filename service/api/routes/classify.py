@@ -10,9 +10,7 @@ from service.api.routes.inputs import as_texts
 from service.schemas import ClassificationItem, ClassifyRequest, ClassifyResponse, ErrorResponse, Usage
 
 router = APIRouter(tags=["classification"])
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (404, 413, 422, 503)
-}
+_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (404, 413, 422, 503)}
 
 
 @router.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)

@@ -16,15 +16,11 @@ from service.errors import InvalidInput
 from service.schemas import EmbeddingsRequest, EmbeddingsResponse, ErrorResponse
 
 router = APIRouter(tags=["embeddings"])
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (404, 413, 422, 503)
-}
+_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (404, 413, 422, 503)}
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=_ERRORS)
-async def create_embeddings(
-    body: EmbeddingsRequest, registry: RegistryDep, settings: SettingsDep
-) -> Response:
+async def create_embeddings(body: EmbeddingsRequest, registry: RegistryDep, settings: SettingsDep) -> Response:
     """Embed one text or a list of texts; ``data[i]`` belongs to ``input[i]``.
 
     Raises:

@@ -14,9 +14,7 @@ router = APIRouter(tags=["health"])
 
 def _json(status: int, body: HealthResponse) -> Response:
     headers = {"Retry-After": "5"} if status == 503 else None
-    return Response(
-        body.model_dump_json(), status_code=status, media_type="application/json", headers=headers
-    )
+    return Response(body.model_dump_json(), status_code=status, media_type="application/json", headers=headers)
 
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})

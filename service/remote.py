@@ -1,0 +1,282 @@
+"""RemoteClient: one chunk to one remote AI API, with per-host limits, retries, Retry-After and a size cap.
+
+The ``httpx.AsyncClient`` is shared and owned by whoever built it (the lifespan): never one per request.
+Upstream error bodies are never passed on; callers see the host, the status and what was tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+from service.errors import DeadlineExceeded, ForbiddenTarget, UpstreamError
+
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_DROP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "cookie"})
+
+
+class RemoteProtocol(StrEnum):
+    """How a chunk is put to a remote API and how its answer is read."""
+
+    GENERIC = "generic"
+    OPENAI_EMBEDDINGS = "openai-embeddings"
+    OPENAI_CHAT = "openai-chat"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteTarget:
+    """A remote endpoint as a request names it."""
+
+    url: str
+    protocol: RemoteProtocol = RemoteProtocol.GENERIC
+    model: str | None = None
+    prompt: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def host(self) -> str:
+        return httpx.URL(self.url).host
+
+    def endpoint(self) -> str:
+        """The URL actually posted to (OpenAI base URLs get their resource path)."""
+        suffix = {
+            RemoteProtocol.OPENAI_EMBEDDINGS: "/embeddings",
+            RemoteProtocol.OPENAI_CHAT: "/chat/completions",
+        }.get(self.protocol)
+        if suffix is None or self.url.rstrip("/").endswith(suffix):
+            return self.url
+        return self.url.rstrip("/") + suffix
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries on connect errors, 429 and 5xx, with jittered exponential backoff."""
+
+    attempts: int = 3
+    backoff_base_s: float = 0.05
+    backoff_max_s: float = 2.0
+    max_retry_after_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteResult:
+    """What one chunk's remote call gave back."""
+
+    value: Any
+    attempts: int
+
+
+@dataclass
+class RemoteStats:
+    """Counters by outcome, for metrics and tests."""
+
+    calls: int = 0
+    retries: int = 0
+    cancelled: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+class UpstreamCallError(UpstreamError):
+    """A remote call failed after ``attempts`` tries."""
+
+    def __init__(self, message: str, *, attempts: int, kind: str) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.kind = kind
+
+
+class RemoteClient:
+    """Calls remote AI APIs through one shared, pooled ``httpx.AsyncClient``."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        per_host_limit: int = 64,
+        retry: RetryPolicy | None = None,
+        max_response_bytes: int = 4 * 1024 * 1024,
+        api_keys: Mapping[str, str] | None = None,
+    ) -> None:
+        self.client = client
+        self.per_host_limit = per_host_limit
+        self.retry = retry or RetryPolicy()
+        self.max_response_bytes = max_response_bytes
+        self._api_keys = {k.lower(): v for k, v in (api_keys or {}).items()}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self.stats = RemoteStats()
+
+    def _limit(self, host: str) -> asyncio.Semaphore:
+        sem = self._limits.get(host)
+        if sem is None:
+            sem = self._limits[host] = asyncio.Semaphore(self.per_host_limit)
+        return sem
+
+    async def call(
+        self, target: RemoteTarget, text: str, *, timeout_s: float, deadline: float | None = None
+    ) -> RemoteResult:
+        """Send ``text`` to ``target`` and parse the answer by its protocol.
+
+        ``deadline`` is a ``time.monotonic()`` instant after which no further try starts.
+
+        Raises:
+            UpstreamCallError: every try failed (connect error, bad status, malformed or oversized answer).
+            DeadlineExceeded: the overall deadline passed.
+            ForbiddenTarget: the outbound policy refused the address at connect time.
+        """
+        self.stats.calls += 1
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._limit(target.host):
+                    value = await self._once(target, text, self._timeout(timeout_s, deadline))
+                self.stats.count("ok")
+                return RemoteResult(value=value, attempts=attempt)
+            except asyncio.CancelledError:
+                self.stats.cancelled += 1
+                raise
+            except _Retryable as exc:
+                delay = self._delay(attempt, exc.retry_after_s)
+                out_of_time = deadline is not None and time.monotonic() + delay >= deadline
+                if attempt >= self.retry.attempts or out_of_time:
+                    self.stats.count(exc.kind)
+                    raise UpstreamCallError(
+                        f"{target.host}: {exc.reason} (after {attempt} attempt{'s' if attempt > 1 else ''})",
+                        attempts=attempt,
+                        kind=exc.kind,
+                    ) from None
+                self.stats.retries += 1
+                await asyncio.sleep(delay)
+            except _Final as exc:
+                self.stats.count(exc.kind)
+                raise UpstreamCallError(
+                    f"{target.host}: {exc.reason}", attempts=attempt, kind=exc.kind
+                ) from None
+
+    def _timeout(self, timeout_s: float, deadline: float | None) -> float:
+        if deadline is None:
+            return timeout_s
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the request's deadline passed before this chunk could be sent")
+        return min(timeout_s, left)
+
+    def _delay(self, attempt: int, retry_after_s: float | None) -> float:
+        if retry_after_s is not None:
+            return min(retry_after_s, self.retry.max_retry_after_s)
+        ceiling = min(self.retry.backoff_max_s, self.retry.backoff_base_s * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _headers(self, target: RemoteTarget) -> dict[str, str]:
+        headers = {k: v for k, v in target.headers if k.lower() not in _DROP_HEADERS}
+        key = self._api_keys.get(target.host.lower())
+        if key and not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def _once(self, target: RemoteTarget, text: str, timeout_s: float) -> Any:
+        body = _request_body(target, text)
+        try:
+            request = self.client.build_request(
+                "POST", target.endpoint(), json=body, headers=self._headers(target), timeout=timeout_s
+            )
+            response = await self.client.send(request, stream=True)
+        except ForbiddenTarget:
+            raise
+        except httpx.TimeoutException:
+            raise _Final("timeout", f"no answer within {timeout_s:.3g} s") from None
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise _Retryable("connect", f"connection failed ({type(exc).__name__})") from None
+        try:
+            raw = await self._read_capped(response)
+        except httpx.TimeoutException:
+            raise _Final("timeout", f"answer not complete within {timeout_s:.3g} s") from None
+        finally:
+            await response.aclose()
+        if response.status_code in _RETRY_STATUSES:
+            raise _Retryable("status", f"HTTP {response.status_code}", _retry_after(response))
+        if response.status_code >= 300:
+            raise _Final("status", f"HTTP {response.status_code}")
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            raise _Final("malformed", "the answer is not valid JSON") from None
+        return _parse_answer(target, payload)
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise _Final(
+                "too_large", f"answer of {declared} bytes is over the {self.max_response_bytes}-byte cap"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise _Final("too_large", f"answer is over the {self.max_response_bytes}-byte cap")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class _Retryable(Exception):
+    def __init__(self, kind: str, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.kind, self.reason, self.retry_after_s = kind, reason, retry_after_s
+
+
+class _Final(Exception):
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _request_body(target: RemoteTarget, text: str) -> dict[str, Any]:
+    if target.protocol is RemoteProtocol.OPENAI_EMBEDDINGS:
+        return {"input": text, "model": target.model or "default"}
+    if target.protocol is RemoteProtocol.OPENAI_CHAT:
+        messages = [{"role": "system", "content": target.prompt}] if target.prompt else []
+        messages.append({"role": "user", "content": text})
+        return {"model": target.model or "default", "messages": messages}
+    return {"text": text}
+
+
+def _parse_answer(target: RemoteTarget, payload: Any) -> Any:
+    try:
+        if target.protocol is RemoteProtocol.OPENAI_EMBEDDINGS:
+            embedding = payload["data"][0]["embedding"]
+            if not isinstance(embedding, list):
+                raise TypeError("embedding is not a list")
+            return embedding
+        if target.protocol is RemoteProtocol.OPENAI_CHAT:
+            return str(payload["choices"][0]["message"]["content"])
+    except (KeyError, IndexError, TypeError):
+        raise _Final("malformed", f"the answer is not an OpenAI {target.protocol.value} response") from None
+    return payload
