@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     remote_max_response_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest remote answer read, in bytes."
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated browser origins allowed to call the API and open WebSockets (none by default).",
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         default="info", description="Log level of chunkserve and uvicorn."
     )
@@ -153,7 +157,7 @@ class Settings(BaseSettings):
     def _parse_models(cls, value: object) -> object:
         return _split_models(value)
 
-    @field_validator("remote_allowlist", mode="before")
+    @field_validator("remote_allowlist", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -160,7 +160,7 @@ class Pipeline:
         self._check_capacity(work)
         return Plan(job=job, chunks=chunks, work=work)
 
-    async def run(self, plan: Plan) -> AsyncIterator[ChunkResult]:
+    async def run(self, plan: Plan) -> AsyncGenerator[ChunkResult, None]:
         """Dispatch every (chunk, target) pair at once; yield results as they complete."""
         deadline = time.monotonic() + plan.job.timeout_s
         done: asyncio.Queue[ChunkResult] = asyncio.Queue()

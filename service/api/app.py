@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestIdMiddleware
-from service.api.routes import classify, embeddings, health, process
+from service.api.routes import classify, embeddings, health, process, stream, ws
 from service.api.routes import metrics as metrics_route
 from service.api.routes import models as models_route
 from service.config import Settings
@@ -73,6 +73,6 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, metrics_route, models_route, embeddings, classify, process):
+    for module in (health, metrics_route, models_route, embeddings, classify, process, stream, ws):
         app.include_router(module.router)
     return app

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from service.api.disconnect import ClientGone
 from service.errors import (
     BatchFailed,
     ChunkserveError,
@@ -105,6 +106,11 @@ def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _client_gone(request: Request, exc: Exception) -> Response:
+    # Nobody reads this answer; 499 (nginx's "client closed request") keeps the access log honest.
+    return Response(status_code=499)
+
+
 def _unhandled(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.url.path, exc_info=exc)
     return error_response(
@@ -117,4 +123,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ChunkserveError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientGone, _client_gone)
     app.add_exception_handler(Exception, _unhandled)

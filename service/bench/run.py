@@ -19,6 +19,12 @@ from service.config import DEFAULT_MODEL_ID, Settings
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The bench command's flags."""
+    parser.add_argument(
+        "--scenario",
+        choices=["embeddings", "process"],
+        default="embeddings",
+        help="embeddings: closed-loop /v1/embeddings; process: one long text fanned out to a fake remote.",
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="Server to measure.")
     parser.add_argument("--spawn", action="store_true", help="Start a server (CHUNKSERVE_* settings) for the run.")
     parser.add_argument("--model", default=DEFAULT_MODEL_ID, help="Model id to send requests to.")
@@ -30,6 +36,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw", action="store_true", help="Also measure the in-process ceiling.")
     parser.add_argument("--raw-inputs", type=int, default=256, help="Inputs per in-process measurement.")
     parser.add_argument("--out", type=Path, default=None, help="Write the results as JSON here.")
+    parser.add_argument("--chunks", type=int, default=1000, help="process: chunks per request.")
+    parser.add_argument("--remote-latency-ms", type=float, default=200.0, help="process: fake remote latency.")
+    parser.add_argument("--limits", default="1000,100", help="process: per-host limits to compare.")
+    parser.add_argument("--repeats", type=int, default=20, help="process: requests per limit.")
 
 
 def _measure_raw(model_id: str, texts: list[str]) -> dict[str, Any]:
@@ -59,8 +69,28 @@ def _print_table(phases: list[PhaseResult]) -> None:
         )
 
 
+def _machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def _write(out: Path | None, report: dict[str, Any]) -> None:
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark the flags describe; print a table and optionally write JSON."""
+    if args.scenario == "process":
+        from service.bench.process import run_process_scenario
+
+        limits = tuple(int(x) for x in str(args.limits).split(",") if x.strip())
+        result = run_process_scenario(
+            chunks=args.chunks, latency_ms=args.remote_latency_ms, limits=limits, repeats=args.repeats
+        )
+        _write(args.out, {"scenario": "process", "machine": _machine(), **result})
+        return 0
     levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     texts = load_corpus(args.corpus, args.corpus_size)
     report: dict[str, Any] = {
@@ -103,8 +133,5 @@ def run_bench(args: argparse.Namespace) -> int:
             ratios["c1_p50_minus_batch1_ms"] = round(one.p50_ms - raw["batch1_p50_ms"], 2)
         report["ratios"] = ratios
         print("ratios:", json.dumps(ratios))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.out}")
+    _write(args.out, report)
     return 1 if any(p.errors for p in phases) else 0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from service.api.deps import PipelineDep, SettingsDep
+from service.api.disconnect import cancel_on_disconnect
 from service.chunking import Strategy
 from service.config import Settings
 from service.errors import InputTooLarge
@@ -61,14 +62,16 @@ def job_from_request(body: ProcessRequest, settings: Settings) -> Job:
 
 @router.post("/v1/process", response_model=ProcessResponse, responses=_ERRORS)
 @router.post("/process/", response_model=ProcessResponse, responses=_ERRORS)
-async def process(body: ProcessRequest, pipeline: PipelineDep, settings: SettingsDep) -> ProcessResponse:
+async def process(
+    body: ProcessRequest, request: Request, pipeline: PipelineDep, settings: SettingsDep
+) -> ProcessResponse:
     """Split ``text`` into chunks and process each at its target; failures are reported per chunk.
 
     Raises:
         InputTooLarge, ModelNotFound, ForbiddenTarget, InvalidInput, Overloaded: before any chunk is sent.
     """
     plan = await pipeline.prepare(job_from_request(body, settings))
-    results = await pipeline.collect(plan)
+    results = await cancel_on_disconnect(request, pipeline.collect(plan))
     ok = sum(r.success for r in results)
     return ProcessResponse(
         total=len(results),

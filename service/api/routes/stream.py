@@ -1,0 +1,61 @@
+"""``POST /v1/process/stream`` (and the classic ``POST /stream/``): results as Server-Sent Events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import APIRouter
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from service.api.deps import PipelineDep, SettingsDep
+from service.api.routes.process import job_from_request
+from service.errors import ChunkserveError
+from service.events import job_events
+from service.pipeline import Pipeline, Plan
+from service.schemas import ErrorResponse, ProcessRequest
+
+router = APIRouter(tags=["process"])
+log = logging.getLogger("chunkserve.stream")
+_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (404, 413, 422, 503)}
+_KEEPALIVE_S = 10
+
+
+async def _sse(pipeline: Pipeline, plan: Plan) -> AsyncIterator[ServerSentEvent]:
+    sequence = 0
+    try:
+        async for event in job_events(pipeline, plan):
+            if event.kind == "step":
+                continue  # steps are for humans on the WebSocket; SSE readers get progress counts
+            sequence += 1
+            yield ServerSentEvent(data=orjson.dumps(event.data).decode(), event=event.kind, id=str(sequence))
+    except ChunkserveError as exc:
+        yield ServerSentEvent(
+            data=orjson.dumps({"type": type(exc).__name__, "message": exc.message}).decode(), event="error"
+        )
+    except Exception:
+        log.exception("stream failed mid-way")
+        yield ServerSentEvent(
+            data='{"type": "internal", "message": "the job failed; see the server log"}', event="error"
+        )
+
+
+@router.post(
+    "/v1/process/stream",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS},
+)
+@router.post("/stream/", response_class=EventSourceResponse, responses=_ERRORS)
+async def process_stream(body: ProcessRequest, pipeline: PipelineDep, settings: SettingsDep) -> EventSourceResponse:
+    """Like /v1/process, but each chunk's result is sent as a ``result`` event the moment it finishes.
+
+    Events: ``progress`` (chunked / queued / done counts), ``result`` (one per chunk, completion order),
+    ``summary`` (totals, last), ``error`` (if the job fails mid-way). Keep-alive comments when idle.
+    Errors found before any work (limits, unknown model, forbidden URL) are ordinary JSON 4xx answers.
+
+    Raises:
+        InputTooLarge, ModelNotFound, ForbiddenTarget, InvalidInput, Overloaded: before the stream starts.
+    """
+    plan = await pipeline.prepare(job_from_request(body, settings))
+    return EventSourceResponse(_sse(pipeline, plan), ping=_KEEPALIVE_S, headers={"X-Accel-Buffering": "no"})

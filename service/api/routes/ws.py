@@ -1,0 +1,139 @@
+"""WebSocket ``/v1/ws`` (and the classic ``/chat/``): many jobs on one connection, step-by-step progress.
+
+Client → server: a JSON job (the /v1/process body, plus an optional ``job_id``) or plain text (defaults).
+Server → client: ``{"type": "step" | "progress" | "result" | "done" | "error", "job_id": ..., ...}``.
+A bad message gets an ``error`` and the socket stays open; closing the socket cancels its jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from service.api.routes.process import job_from_request
+from service.config import Settings
+from service.errors import ChunkserveError
+from service.events import job_events
+from service.pipeline import Pipeline
+from service.schemas import ProcessRequest
+
+router = APIRouter(tags=["process"])
+log = logging.getLogger("chunkserve.ws")
+_POLICY_VIOLATION = 1008
+
+
+def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
+    """Browsers send Origin: accept same-origin and the configured CORS origins; non-browsers send none."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    host = websocket.headers.get("host", "")
+    if origin in (f"http://{host}", f"https://{host}"):
+        return True
+    return "*" in allowed or origin in allowed
+
+
+class _Session:
+    """One connection: a single writer, one task per job, all cancelled when the socket goes."""
+
+    def __init__(self, websocket: WebSocket, pipeline: Pipeline, settings: Settings) -> None:
+        self.websocket = websocket
+        self.pipeline = pipeline
+        self.settings = settings
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1024)
+        self.jobs: dict[str, asyncio.Task[None]] = {}
+        self._ids = itertools.count(1)
+
+    async def writer(self) -> None:
+        while True:
+            message = await self.outbox.get()
+            await self.websocket.send_text(orjson.dumps(message).decode())
+
+    async def send(self, kind: str, job_id: str | None, **data: Any) -> None:
+        await self.outbox.put({"type": kind, "job_id": job_id, **data})
+
+    def parse(self, raw: str) -> tuple[str, ProcessRequest]:
+        stripped = raw.strip()
+        if stripped.startswith("{"):
+            payload = orjson.loads(stripped)
+            job_id = str(payload.pop("job_id", "") or f"job-{next(self._ids)}")[:64]
+            return job_id, ProcessRequest.model_validate(payload)
+        return f"job-{next(self._ids)}", ProcessRequest(text=raw)
+
+    async def run_job(self, job_id: str, request: ProcessRequest) -> None:
+        try:
+            plan = await self.pipeline.prepare(job_from_request(request, self.settings))
+            async for event in job_events(self.pipeline, plan):
+                if event.kind == "summary":
+                    await self.send("done", job_id, **event.data)
+                else:
+                    await self.send(event.kind, job_id, **event.data)
+        except ChunkserveError as exc:
+            await self.send(
+                "error", job_id, error={"type": type(exc).__name__, "message": exc.message, "param": exc.field}
+            )
+        except Exception:
+            log.exception("websocket job %s failed", job_id)
+            await self.send("error", job_id, error={"type": "internal", "message": "the job failed"})
+        finally:
+            self.jobs.pop(job_id, None)
+
+    async def receive_loop(self) -> None:
+        while True:
+            raw = await self.websocket.receive_text()
+            if len(raw) > self.settings.max_text_chars + 65_536:
+                await self.send("error", None, error={"type": "InputTooLarge", "message": "message too large"})
+                continue
+            try:
+                job_id, request = self.parse(raw)
+            except (orjson.JSONDecodeError, ValidationError, TypeError, AttributeError) as exc:
+                await self.send("error", None, error={"type": "InvalidInput", "message": _describe(exc)})
+                continue
+            if job_id in self.jobs:
+                await self.send("error", job_id, error={"type": "InvalidInput", "message": "job_id already running"})
+                continue
+            self.jobs[job_id] = asyncio.create_task(self.run_job(job_id, request), name=f"ws-{job_id}")
+
+    async def close(self) -> None:
+        for task in list(self.jobs.values()):
+            task.cancel()
+        await asyncio.gather(*self.jobs.values(), return_exceptions=True)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "message"
+        return f"{field}: {first.get('msg', 'invalid value')}"
+    if isinstance(exc, orjson.JSONDecodeError):
+        return "the message is not valid JSON"
+    return "the message is not a job object"
+
+
+@router.websocket("/v1/ws")
+@router.websocket("/chat/")
+async def jobs_socket(websocket: WebSocket) -> None:
+    """Run jobs sent over the socket, pushing their steps and results."""
+    settings: Settings = websocket.state.settings
+    if not origin_allowed(websocket, settings.cors_origins):
+        await websocket.close(code=_POLICY_VIOLATION, reason="origin not allowed")
+        return
+    await websocket.accept()
+    session = _Session(websocket, websocket.state.pipeline, settings)
+    writer = asyncio.create_task(session.writer())
+    try:
+        await session.receive_loop()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await session.close()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer

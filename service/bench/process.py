@@ -1,0 +1,64 @@
+"""Bench scenario ``process``: one long text fanned out as N chunks to a fake remote with a fixed latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import httpx
+
+from service.bench.procs import rss_bytes, spawned
+
+
+def _one_request(client: httpx.Client, url: str, remote: str, chunks: int, chunk_size: int) -> float:
+    body = {
+        "text": "x" * (chunks * chunk_size),
+        "chunking": "chars",
+        "chunk_size": chunk_size,
+        "api_urls": [f"{remote}/generic"],
+        "timeout_s": 60,
+    }
+    start = time.perf_counter()
+    response = client.post(f"{url}/v1/process", json=body)
+    elapsed = time.perf_counter() - start
+    data = response.json()
+    if response.status_code != 200 or data["successful"] != chunks:
+        raise SystemExit(f"bench process: unexpected answer {response.status_code}: {response.text[:300]}")
+    return elapsed
+
+
+def run_process_scenario(
+    *, chunks: int = 1000, latency_ms: float = 200.0, limits: tuple[int, ...] = (1000, 100), repeats: int = 20
+) -> dict[str, Any]:
+    """For each per-host limit: time ``repeats`` requests of ``chunks`` chunks, and the server's RSS."""
+    report: dict[str, Any] = {"chunks": chunks, "remote_latency_ms": latency_ms, "runs": []}
+    with spawned(["fake-remote", "--latency-ms", str(latency_ms)], "/_stats") as (remote, _):
+        for limit in limits:
+            env = {
+                "CHUNKSERVE_REMOTE_ALLOWLIST": "127.0.0.1",
+                "CHUNKSERVE_REMOTE_PER_HOST_LIMIT": str(limit),
+                "CHUNKSERVE_MAX_CHUNKS": str(max(chunks, 10_000)),
+            }
+            with spawned(["serve"], "/ready", env=env) as (url, proc), httpx.Client(timeout=120, trust_env=False) as c:
+                _one_request(c, url, remote, chunks, 10)  # warm connections and code paths
+                rss_before = rss_bytes(proc.pid)
+                times = [_one_request(c, url, remote, chunks, 10) for _ in range(repeats)]
+                rss_after = rss_bytes(proc.pid)
+            run = {
+                "per_host_limit": limit,
+                "expected_floor_s": round(latency_ms / 1000 * -(-chunks // limit), 3),
+                "median_s": round(statistics.median(times), 3),
+                "min_s": round(min(times), 3),
+                "max_s": round(max(times), 3),
+                "rss_mb_before": round(rss_before / 2**20, 1),
+                "rss_mb_after": round(rss_after / 2**20, 1),
+            }
+            report["runs"].append(run)
+            print(
+                f"per-host limit {limit:>5}: {chunks} chunks x {latency_ms:.0f} ms remote -> "
+                f"median {run['median_s']} s "
+                f"(min {run['min_s']}, max {run['max_s']}; floor {run['expected_floor_s']} s); "
+                f"server RSS {run['rss_mb_before']} -> {run['rss_mb_after']} MB over {repeats} requests"
+            )
+    return report
