@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from service.batcher import BatchStats
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
 _TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 _TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCounter:
+    """A counter kept elsewhere (batcher, remote client), read at scrape time."""
+
+    name: str
+    help: str
+    label: str
+    values: dict[str, float]
+
+
+class _LiveCollector(Collector):
+    def __init__(self, read: Callable[[], list[LiveCounter]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        for counter in self._read():
+            family = CounterMetricFamily(counter.name, counter.help, labels=[counter.label])
+            for label, value in counter.values.items():
+                family.add_metric([label], value)
+            yield family
 
 
 class Metrics:
@@ -30,9 +57,7 @@ class Metrics:
         self.padding_tokens = Counter(
             "chunkserve_padding_tokens", "Padding tokens computed and thrown away.", ["model"], registry=r
         )
-        self.real_tokens = Counter(
-            "chunkserve_input_tokens", "Real input tokens computed.", ["model"], registry=r
-        )
+        self.real_tokens = Counter("chunkserve_input_tokens", "Real input tokens computed.", ["model"], registry=r)
         self.batch_fill = Histogram(
             "chunkserve_batch_fill_ratio",
             "Batch size over max batch size.",
@@ -59,6 +84,10 @@ class Metrics:
         )
         self.queue_depth = Gauge("chunkserve_queue_depth", "Inputs waiting per model.", ["model"], registry=r)
         self.max_batch_size: dict[str, int] = {}
+
+    def watch(self, read: Callable[[], list[LiveCounter]]) -> None:
+        """Expose counters owned by other objects, read at each scrape."""
+        self.registry.register(_LiveCollector(read))
 
     def observe_batch(self, model: str, stats: BatchStats) -> None:
         """Record one finished batch."""

@@ -19,7 +19,7 @@ from service.batcher import BatchPolicy
 from service.config import ModelEntry, Settings
 from service.engine import ModelEngine, set_torch_threads
 from service.guard import OutboundPolicy, make_guarded_client
-from service.metrics import Metrics
+from service.metrics import LiveCounter, Metrics
 from service.pipeline import Pipeline, PipelineLimits, Resolver
 from service.registry import ModelRegistry, Phase
 from service.remote import RemoteClient, RetryPolicy
@@ -118,3 +118,29 @@ def build_pipeline(
         default_timeout_s=settings.remote_timeout_s,
     )
     return Pipeline(registry, remote, policy, limits_, resolver=resolver), http
+
+
+def live_counters(registry: ModelRegistry, pipeline: Pipeline) -> list[LiveCounter]:
+    """Work counters owned by batchers and the remote client, for /metrics."""
+    engines = registry.engines.values()
+    remote = pipeline.remote.stats
+    return [
+        LiveCounter(
+            "chunkserve_dropped_inputs",
+            "Queued inputs dropped before compute because their caller went away.",
+            "model",
+            {e.model_id: float(e.batcher.dropped) for e in engines},
+        ),
+        LiveCounter(
+            "chunkserve_failed_inputs",
+            "Inputs whose model call raised.",
+            "model",
+            {e.model_id: float(e.batcher.failed) for e in engines},
+        ),
+        LiveCounter(
+            "chunkserve_remote_calls",
+            "Remote calls by final outcome (ok, connect, status, timeout, malformed, too_large, cancelled).",
+            "outcome",
+            {**{k: float(v) for k, v in remote.outcomes.items()}, "cancelled": float(remote.cancelled)},
+        ),
+    ]

@@ -19,7 +19,7 @@ from service.config import Settings
 from service.metrics import Metrics
 from service.pipeline import Resolver
 from service.registry import ModelRegistry, Phase
-from service.runtime import Loader, build_pipeline, default_loader, load_engines
+from service.runtime import Loader, build_pipeline, default_loader, live_counters, load_engines
 
 log = logging.getLogger("chunkserve")
 
@@ -44,6 +44,7 @@ def create_app(
         metrics = Metrics()
         pipeline, http = build_pipeline(settings, registry, resolver)
         app.state.registry, app.state.metrics, app.state.pipeline = registry, metrics, pipeline
+        metrics.watch(lambda: live_counters(registry, pipeline))
 
         async def load() -> None:
             try:
