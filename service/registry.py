@@ -62,15 +62,13 @@ class ModelRegistry:
                 if task is None or engine.task is task:
                     return engine
             raise ModelNotFound(f"no {task.value if task else ''} model is served here", field="model")
-        engine = self.engines.get(model_id)
-        if engine is None:
+        found = self.engines.get(model_id)
+        if found is None:
             served = ", ".join(sorted(self.engines)) or "none"
             raise ModelNotFound(f"model {model_id!r} does not exist; served: {served}", field="model")
-        if task is not None and engine.task is not task:
-            raise InvalidInput(
-                f"model {model_id!r} is a {engine.task.value} model, not {task.value}", field="model"
-            )
-        return engine
+        if task is not None and found.task is not task:
+            raise InvalidInput(f"model {model_id!r} is a {found.task.value} model, not {task.value}", field="model")
+        return found
 
     async def close(self, drain: bool = True) -> None:
         """Mark draining and close every engine (queued work is finished when ``drain``)."""

@@ -62,3 +62,55 @@ def run_process_scenario(
                 f"server RSS {run['rss_mb_before']} -> {run['rss_mb_after']} MB over {repeats} requests"
             )
     return report
+
+
+def _stream_once(client: httpx.Client, url: str, remote: str, chunks: int) -> tuple[float, float]:
+    body = {
+        "text": "x" * (chunks * 10),
+        "chunking": "chars",
+        "chunk_size": 10,
+        "api_urls": [f"{remote}/generic"],
+        "timeout_s": 60,
+    }
+    start = time.perf_counter()
+    first = None
+    results = 0
+    with client.stream("POST", f"{url}/v1/process/stream", json=body) as response:
+        event = None
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event == "result":
+                results += 1
+                if first is None:
+                    first = time.perf_counter() - start
+    total = time.perf_counter() - start
+    if first is None or results != chunks:
+        raise SystemExit(f"bench stream: got {results} results of {chunks}")
+    return first, total
+
+
+def run_stream_scenario(*, chunks: int = 100, latency_ms: float = 200.0, repeats: int = 10) -> dict[str, Any]:
+    """Time to the first ``result`` event and to the end of the stream, for one job of ``chunks`` chunks."""
+    with (
+        spawned(["fake-remote", "--latency-ms", str(latency_ms)], "/_stats") as (remote, _),
+        spawned(["serve"], "/ready", env={"CHUNKSERVE_REMOTE_ALLOWLIST": "127.0.0.1"}) as (url, _),
+        httpx.Client(timeout=120, trust_env=False) as client,
+    ):
+        _stream_once(client, url, remote, chunks)
+        runs = [_stream_once(client, url, remote, chunks) for _ in range(repeats)]
+    firsts = [f for f, _ in runs]
+    totals = [t for _, t in runs]
+    report = {
+        "chunks": chunks,
+        "remote_latency_ms": latency_ms,
+        "first_result_ms_median": round(statistics.median(firsts) * 1000, 1),
+        "stream_total_ms_median": round(statistics.median(totals) * 1000, 1),
+        "first_result_over_remote_latency": round(statistics.median(firsts) * 1000 / latency_ms, 2),
+    }
+    print(
+        f"stream: {chunks} chunks x {latency_ms:.0f} ms remote -> first result after "
+        f"{report['first_result_ms_median']} ms, whole stream {report['stream_total_ms_median']} ms "
+        f"(median of {repeats})"
+    )
+    return report

@@ -21,9 +21,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The bench command's flags."""
     parser.add_argument(
         "--scenario",
-        choices=["embeddings", "process"],
+        choices=["embeddings", "process", "stream"],
         default="embeddings",
-        help="embeddings: closed-loop /v1/embeddings; process: one long text fanned out to a fake remote.",
+        help=(
+            "embeddings: closed-loop /v1/embeddings; process: one long text fanned out to a fake remote; "
+            "stream: time to the first SSE result."
+        ),
     )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="Server to measure.")
     parser.add_argument("--spawn", action="store_true", help="Start a server (CHUNKSERVE_* settings) for the run.")
@@ -90,6 +93,12 @@ def run_bench(args: argparse.Namespace) -> int:
             chunks=args.chunks, latency_ms=args.remote_latency_ms, limits=limits, repeats=args.repeats
         )
         _write(args.out, {"scenario": "process", "machine": _machine(), **result})
+        return 0
+    if args.scenario == "stream":
+        from service.bench.process import run_stream_scenario
+
+        result = run_stream_scenario(chunks=args.chunks, latency_ms=args.remote_latency_ms, repeats=args.repeats)
+        _write(args.out, {"scenario": "stream", "machine": _machine(), **result})
         return 0
     levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     texts = load_corpus(args.corpus, args.corpus_size)
