@@ -18,7 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from service.batch_policy import BatchPolicy, BatchStats, plan_batches
 from service.errors import BatchFailed, Overloaded, ShuttingDown
+
+__all__ = ["BatchPolicy", "BatchStats", "MicroBatcher", "plan_batches"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -26,62 +29,6 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 _QUEUED, _RUNNING, _FINISHED = 0, 1, 2
-
-
-@dataclass(frozen=True, slots=True)
-class BatchPolicy:
-    """The batcher's budgets; ``max_wait_s`` counts from the first queued item's arrival."""
-
-    max_batch_size: int = 32
-    max_wait_s: float = 0.002
-    max_batch_tokens: int = 16384
-    max_queue: int = 1024
-    window: int = 256
-    retry_singly: bool = True
-    retry_after_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_batch_tokens", "max_queue", "window", "retry_after_s"):
-            value = getattr(self, name)
-            if not value > 0:  # written this way so NaN is refused too
-                raise ValueError(f"{name} must be > 0, got {value!r}; set it to a positive number")
-        if not self.max_wait_s >= 0:
-            raise ValueError(f"max_wait_s must be >= 0, got {self.max_wait_s!r}; use 0 to dispatch at once")
-        if self.window < self.max_batch_size:
-            raise ValueError(
-                f"window ({self.window}) must be >= max_batch_size ({self.max_batch_size}); "
-                "raise window or lower max_batch_size"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class BatchStats:
-    """One call of the model: ``tokens`` is the padded cost (longest x size), ``real_tokens`` the sum of costs."""
-
-    size: int
-    tokens: int
-    real_tokens: int
-    queue_wait_s: float
-    compute_s: float
-    ok: bool
-
-
-def plan_batches(costs: Sequence[int], max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
-    """Indices of ``costs`` sorted by cost (stable) and cut into consecutive batches within both budgets.
-
-    An item over ``max_batch_tokens`` on its own gets a batch of one rather than never running.
-    """
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in sorted(range(len(costs)), key=costs.__getitem__):
-        n = len(current) + 1
-        if current and (n > max_batch_size or costs[i] * n > max_batch_tokens):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
 
 
 @dataclass(eq=False, slots=True)
