@@ -1,21 +1,37 @@
-"""Split a text into chunks: by characters, by sentences and paragraphs, or by model tokens. Pure functions.
+"""Split a text into chunks by characters, by sentences and paragraphs, or by model tokens. Pure functions.
 
-Every strategy keeps every character: with no overlap, joining the chunks gives back the text.
+With no overlap the chunks tile the text: joining them gives it back. With overlap, each chunk after the first
+also repeats the end of the chunk before it. ``chars`` cuts raw code points at fixed offsets; ``sentences`` and
+``tokens`` cut at sentence, paragraph and word boundaries, and inside a word they avoid splitting a grapheme
+cluster (combining marks, ZWJ emoji, skin tones, flags) unless that cluster alone is over the budget.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
 from service.errors import InputTooLarge, InvalidInput
 
-# A sentence ends at terminal punctuation (Western, CJK and fullwidth), plus closing quotes/brackets and the
-# whitespace after it; a paragraph ends at a newline run.
-_SENTENCE_END = re.compile(r"(?:[.!?…。！？；;．]+[\"'”’)\]」』》】]*\s*|\n\s*)")
+_CLOSERS = "\"'”’)\\]}»›」』》〉】〕）］｝〗〙〛"
+_SENTENCE_END = re.compile(
+    # Western marks end a sentence only before whitespace, so "3.14" and "example.com" stay whole.
+    # The lookbehinds and possessive runs keep a long run of marks or newlines from being rescanned (quadratic).
+    rf"(?<![.!?…‼⁇⁈⁉؟।॥])[.!?…‼⁇⁈⁉؟।॥]++[{_CLOSERS}]*+(?:\s++|\Z)"
+    rf"|[。！？；．｡︒]++[{_CLOSERS}]*+\s*+"
+    r"|[\n\r\u2028\u2029\x85]\s*+"
+)
+_NEWLINE = re.compile(r"\r\n?|[\n\u2028\u2029\x85]")
 _WORD = re.compile(r"\s*\S+\s*|\s+")
+_WORD_START = re.compile(r"(?<=\s)\S")
+_RI_FIRST, _RI_LAST = "\U0001f1e6", "\U0001f1ff"
+
+Measure = Callable[[str], int]
+# (start, end, cost, rank): cost excludes the tokenizer's specials; rank 2 ends a paragraph, 1 a line, 0 otherwise.
+_Unit = tuple[int, int, int, int]
 
 
 class Strategy(StrEnum):
@@ -28,7 +44,7 @@ class Strategy(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """``text == source[start:end]``."""
+    """One piece of the source text: ``text == source[start:end]``."""
 
     index: int
     start: int
@@ -36,166 +52,267 @@ class Chunk:
     text: str
 
 
-Measure = Callable[[str], int]
+class _Chars:
+    """Measures spans in code points."""
+
+    specials = 0
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def cost(self, start: int, end: int) -> int:
+        """Length of ``text[start:end]``."""
+        return end - start
+
+    def longest(self, start: int, end: int, limit: int) -> int:
+        """The furthest stop in (start, end] whose span fits ``limit``."""
+        return min(end, start + limit)
 
 
-def _sentences(text: str) -> Iterator[tuple[int, int]]:
-    start = 0
-    for match in _SENTENCE_END.finditer(text):
-        end = match.end()
-        if end > start:
-            yield start, end
-            start = end
-    if start < len(text):
-        yield start, len(text)
+class _Tokens:
+    """Measures spans with a tokenizer's counter; ``specials`` is what it adds to any text (CLS, SEP...)."""
+
+    def __init__(self, text: str, measure: Measure) -> None:
+        self.text = text
+        self.measure = measure
+        self.specials = measure("")
+
+    def cost(self, start: int, end: int) -> int:
+        """Tokens of ``text[start:end]`` without the specials."""
+        return self.measure(self.text[start:end]) - self.specials
+
+    def longest(self, start: int, end: int, limit: int) -> int:
+        """The furthest stop in (start, end] whose span fits ``limit``, or ``start`` when none does."""
+        # Gallop then bisect, so a long span costs O(log n) counts of about the piece's length, not of the rest.
+        lo, hi, reach = start, end, max(1, limit)
+        while lo < hi:
+            probe = min(end, lo + reach)
+            if self.cost(start, probe) + self.specials > limit:
+                hi = probe - 1
+                break
+            lo, reach = probe, reach * 2
+        return _first(lo + 1, hi + 1, lambda stop: self.cost(start, stop) + self.specials > limit) - 1
 
 
-def _words(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
-    for match in _WORD.finditer(text, start, end):
-        yield match.start(), match.end()
+_Meter = _Chars | _Tokens
 
 
-def _fits(text: str, start: int, end: int, limit: int, measure: Measure | None) -> bool:
-    return (end - start if measure is None else measure(text[start:end])) <= limit
-
-
-def _hard_split(text: str, start: int, end: int, limit: int, measure: Measure | None) -> Iterator[tuple[int, int]]:
-    """Cut [start, end) into the longest prefixes that fit (binary search when measuring tokens)."""
-    while start < end:
-        if measure is None:
-            stop = min(end, start + limit)
+def _first(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+    """The smallest x in [lo, hi) with ``ok(x)`` for a predicate that stays true once true; ``hi`` if none."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
         else:
-            lo, hi = start + 1, end
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if measure(text[start:mid]) <= limit:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            stop = lo
+            lo = mid + 1
+    return lo
+
+
+def _joined(text: str, pos: int) -> bool:
+    """Whether ``text[pos]`` belongs to the grapheme cluster of ``text[pos - 1]`` (a cheap approximation)."""
+    ch, prev = text[pos], text[pos - 1]
+    if ch == "\u200d" or prev == "\u200d" or (prev == "\r" and ch == "\n"):
+        return True
+    if "\U0001f3fb" <= ch <= "\U0001f3ff" or "\U000e0020" <= ch <= "\U000e007f":
+        return True
+    if _RI_FIRST <= ch <= _RI_LAST and _RI_FIRST <= prev <= _RI_LAST:
+        run, stop = pos - 1, max(0, pos - 16)  # flags pair up from the run's start; a short look is enough
+        while run > stop and _RI_FIRST <= text[run - 1] <= _RI_LAST:
+            run -= 1
+        return (pos - run) % 2 == 1
+    return unicodedata.category(ch)[0] == "M"
+
+
+def _back_to_cluster(text: str, pos: int, lo: int) -> int:
+    """``pos`` moved back to a cluster boundary after ``lo``; ``pos`` itself when one cluster fills (lo, pos]."""
+    p = pos
+    while p > lo and _joined(text, p):
+        p -= 1
+    return p if p > lo else pos
+
+
+def _forward_to_cluster(text: str, pos: int, hi: int) -> int:
+    """``pos`` moved forward to a cluster boundary, at most to ``hi``."""
+    while pos < hi and _joined(text, pos):
+        pos += 1
+    return pos
+
+
+def _overlap_start(text: str, back: int, start: int) -> int:
+    """The first word start in [back, start), else the first cluster boundary there; ``start`` means no overlap."""
+    found = _WORD_START.search(text, back, start)
+    return _forward_to_cluster(text, found.start() if found else back, start)
+
+
+def _sentences(text: str, lo: int, hi: int) -> Iterator[tuple[int, int, int]]:
+    """(start, end, rank) of each sentence or paragraph in [lo, hi), with its closing quotes and whitespace."""
+    start = lo
+    for match in _SENTENCE_END.finditer(text, lo, hi):
+        yield start, match.end(), min(2, len(_NEWLINE.findall(match.group())))
+        start = match.end()
+    if start < hi:
+        yield start, hi, 0
+
+
+def _hard_split(meter: _Meter, start: int, end: int, limit: int, size: int) -> Iterator[tuple[int, int]]:
+    """Cut [start, end) into the longest pieces that fit ``limit``, at cluster boundaries when possible.
+
+    Raises:
+        InvalidInput: one character alone is over ``size`` tokens.
+    """
+    text = meter.text
+    while start < end:
+        stop = meter.longest(start, end, limit)
+        if start < stop < end:
+            back = _back_to_cluster(text, stop, start)
+            if back != stop and meter.cost(start, back) + meter.specials <= limit:
+                stop = back
+        elif stop == start:
+            # Nothing fits the share left after the overlap; a single cluster may still fit the whole size.
+            stop = _forward_to_cluster(text, start + 1, end)
+            if meter.cost(start, stop) + meter.specials > size:
+                stop = start + 1
+                tokens = meter.cost(start, stop) + meter.specials
+                if tokens > size:
+                    raise InvalidInput(
+                        f"chunk_size={size} tokens cannot hold {text[start]!r}, which alone counts {tokens} tokens; "
+                        "raise chunk_size",
+                        field="chunk_size",
+                    )
         yield start, stop
         start = stop
 
 
-def _units(text: str, limit: int, measure: Measure | None) -> Iterator[tuple[int, int]]:
-    """Sentences, then words for an over-long sentence, then hard cuts for an over-long word."""
-    for s_start, s_end in _sentences(text):
-        if _fits(text, s_start, s_end, limit, measure):
-            yield s_start, s_end
+def _units(meter: _Meter, limit: int, size: int, lo: int, hi: int) -> Iterator[_Unit]:
+    """Sentences that fit ``limit``; words of a sentence that does not; hard pieces of a word that does not."""
+    text, specials = meter.text, meter.specials
+    for s_start, s_end, rank in _sentences(text, lo, hi):
+        cost = meter.cost(s_start, s_end)
+        if cost + specials <= limit:
+            yield s_start, s_end, cost, rank
             continue
-        for w_start, w_end in _words(text, s_start, s_end):
-            if _fits(text, w_start, w_end, limit, measure):
-                yield w_start, w_end
-            else:
-                yield from _hard_split(text, w_start, w_end, limit, measure)
-
-
-def _pack(text: str, limit: int, measure: Measure | None, exact: bool = False) -> Iterator[tuple[int, int]]:
-    """Greedily join consecutive units while the joined span still fits.
-
-    Token counts are summed per unit (nearly additive at word boundaries); ``exact`` re-counts every growth.
-    """
-    cur_start = cur_end = 0
-    used = 0
-    specials = measure("") if measure is not None else 0
-    for start, end in _units(text, limit, measure):
-        cost = end - start if measure is None else max(0, measure(text[start:end]) - specials)
-        if cur_end > cur_start:
-            grown = used + cost <= limit
-            if grown and exact and measure is not None:
-                grown = measure(text[cur_start:end]) <= limit
-            if grown:
-                cur_end, used = end, used + cost
+        for word in _WORD.finditer(text, s_start, s_end):
+            w_start, w_end = word.span()
+            cost = meter.cost(w_start, w_end)
+            if cost + specials <= limit:
+                yield w_start, w_end, cost, rank if w_end == s_end else 0
                 continue
-            yield cur_start, cur_end
-        cur_start, cur_end, used = start, end, cost + specials
-    if cur_end > cur_start:
+            for p_start, p_end in _hard_split(meter, w_start, w_end, limit, size):
+                yield p_start, p_end, meter.cost(p_start, p_end), rank if p_end == s_end else 0
+
+
+def _pack(units: Iterable[_Unit], limit: int, specials: int) -> Iterator[tuple[int, int]]:
+    """Join units while their summed cost fits; on overflow prefer a paragraph, then a line break, past half way."""
+    start = end = 0
+    used = specials
+    breaks: dict[int, tuple[int, int]] = {}  # rank -> (position, used up to it): the latest in the current chunk
+    for u_start, u_end, cost, rank in units:
+        while end > start and used + cost > limit:
+            cut = next((breaks[r] for r in (2, 1) if r in breaks and 2 * breaks[r][1] >= limit + specials), None)
+            if cut is None or cut[0] >= end:
+                yield start, end
+                start, used = end, specials
+                breaks.clear()
+                continue
+            yield start, cut[0]
+            start, used = cut[0], used - cut[1] + specials
+            breaks = {r: (p, at - cut[1] + specials) for r, (p, at) in breaks.items() if p > start}
+        start = start if end > start else u_start
+        end, used = u_end, used + cost
+        if rank:
+            breaks[rank] = (end, used)
+    if end > start:
+        yield start, end
+
+
+def _pack_tokens(meter: _Tokens, limit: int, size: int) -> Iterator[tuple[int, int]]:
+    """Pack by summed unit counts, then count each chunk once; the rare chunk that is over is re-packed exactly."""
+    for start, end in _pack(_units(meter, limit, size, 0, len(meter.text)), limit, meter.specials):
+        if meter.cost(start, end) + meter.specials <= limit:
+            yield start, end
+            continue
+        # Counts do not always add up across a seam (merges, normalization): grow by real counts instead.
+        units = _units(meter, limit, size, start, end)
+        cur_start, cur_end, _, _ = next(units)
+        for _, u_end, _, _ in units:
+            if meter.cost(cur_start, u_end) + meter.specials <= limit:
+                cur_end = u_end
+            else:
+                yield cur_start, cur_end
+                cur_start, cur_end = cur_end, u_end
         yield cur_start, cur_end
 
 
-def _pack_tokens(text: str, limit: int, measure: Measure) -> Iterator[tuple[int, int]]:
-    """Pack by summed counts, then check each chunk once; the rare chunk that is over is re-packed exactly."""
-    for start, end in _pack(text, limit, measure):
-        if measure(text[start:end]) <= limit:
-            yield start, end
-        else:
-            for s, e in _pack(text[start:end], limit, measure, exact=True):
-                yield start + s, start + e
-
-
-def _token_overlap(
-    text: str, spans: list[tuple[int, int]], overlap: int, size: int, measure: Measure
-) -> list[tuple[int, int]]:
-    """Start each chunk after the first as early as ``overlap`` tokens allow without going over ``size``."""
-    out = spans[:1]
-    for start, end in spans[1:]:
-        lo, hi = out[-1][0] + 1, start
-        while lo < hi:  # smallest start whose overlap and whole chunk still fit
-            mid = (lo + hi) // 2
-            if measure(text[mid:start]) <= overlap and measure(text[mid:end]) <= size:
-                hi = mid
-            else:
-                lo = mid + 1
-        out.append((lo, end))
-    return out
-
-
-def _with_overlap(text: str, spans: list[tuple[int, int]], overlap: int) -> list[tuple[int, int]]:
-    """Start each chunk after the first up to ``overlap`` characters early, at a word boundary when one exists."""
-    out = spans[:1]
-    for start, end in spans[1:]:
-        back = max(start - overlap, out[-1][0] + 1)
-        space = text.find(" ", back, start)
-        out.append((space + 1 if 0 <= space < start - 1 else back, end))
-    return out
+def _token_overlap_start(meter: _Tokens, prev_start: int, start: int, end: int, overlap: int, size: int) -> int:
+    """The earliest start after ``prev_start`` that repeats at most ``overlap`` tokens and keeps the chunk in size."""
+    text, specials = meter.text, meter.specials
+    begin = _overlap_start(text, _first(prev_start + 1, start, lambda p: meter.cost(p, start) <= overlap), start)
+    if begin < start and meter.cost(begin, end) + specials > size:
+        begin = _overlap_start(text, _first(begin + 1, start, lambda p: meter.cost(p, end) + specials <= size), start)
+        if begin < start and meter.cost(begin, end) + specials > size:
+            begin = start
+    return begin
 
 
 def chunk_text(
     text: str,
     *,
-    strategy: Strategy = Strategy.SENTENCES,
+    strategy: Strategy | str = Strategy.SENTENCES,
     size: int = 500,
     overlap: int = 0,
     count_tokens: Measure | None = None,
     max_chunks: int | None = None,
 ) -> list[Chunk]:
-    """Cut ``text`` into chunks of at most ``size`` characters (or tokens, for ``tokens``).
+    """Cut ``text`` into chunks of at most ``size`` characters (tokens, for ``tokens``), ``overlap`` repeated.
 
     Raises:
-        InvalidInput: ``size`` <= 0, ``overlap`` outside [0, size), or ``tokens`` without a token counter.
+        InvalidInput: ``size`` <= 0, ``overlap`` outside [0, size), an unknown strategy, ``tokens`` without a
+            token counter, or a character that alone counts more than ``size`` tokens.
         InputTooLarge: the text would make more than ``max_chunks`` chunks.
     """
+    try:
+        strategy = Strategy(strategy)
+    except ValueError:
+        known = ", ".join(Strategy)
+        raise InvalidInput(f"chunking must be one of {known}, got {strategy!r}", field="chunking") from None
     if size <= 0:
         raise InvalidInput(f"chunk_size must be > 0, got {size}", field="chunk_size")
     if not 0 <= overlap < size:
         raise InvalidInput(f"overlap must be >= 0 and smaller than chunk_size ({size}), got {overlap}", field="overlap")
     if strategy is Strategy.TOKENS and count_tokens is None:
-        raise InvalidInput("the tokens strategy needs a local model's tokenizer", field="chunking")
+        raise InvalidInput("the tokens strategy needs a local model's tokenizer to count tokens", field="chunking")
     if not text:
         return []
+    # Each chunk's own part gets size - overlap, so that with the part it repeats it still fits in size.
     step = size - overlap
-    spans: list[tuple[int, int]] = []
+    meter: _Meter
     if strategy is Strategy.CHARS:
         source: Iterator[tuple[int, int]] = (
             (i, min(len(text), i + size)) for i in range(0, max(1, len(text) - overlap), step)
         )
     elif strategy is Strategy.TOKENS:
         assert count_tokens is not None
-        # Overlap is taken out of each chunk's budget so that a chunk with its overlap still fits in ``size``.
-        source = _pack_tokens(text, step, count_tokens)
+        meter = _Tokens(text, count_tokens)
+        source = _pack_tokens(meter, step, size)
     else:
-        source = _pack(text, step, None)
+        meter = _Chars(text)
+        source = _pack(_units(meter, step, size, 0, len(text)), step, 0)
+    spans: list[tuple[int, int]] = []
     for span in source:
         spans.append(span)
         if max_chunks is not None and len(spans) > max_chunks:
+            about = max(len(spans), round(len(spans) * len(text) / span[1]))
             raise InputTooLarge(
-                f"the text makes more than {max_chunks} chunks at chunk_size={size}; "
+                f"the text would make about {about} chunks at chunk_size={size}, over the limit of {max_chunks}; "
                 "raise chunk_size or send less text",
                 field="chunk_size",
             )
-    if overlap and strategy is Strategy.SENTENCES:
-        spans = _with_overlap(text, spans, overlap)
-    elif overlap and strategy is Strategy.TOKENS:
-        assert count_tokens is not None
-        spans = _token_overlap(text, spans, overlap, size, count_tokens)
+    if overlap and strategy is not Strategy.CHARS:
+        for i in range(1, len(spans)):
+            (prev_start, _), (start, end) = spans[i - 1], spans[i]
+            if isinstance(meter, _Tokens):
+                start = _token_overlap_start(meter, prev_start, start, end, overlap, size)
+            else:
+                start = _overlap_start(text, max(start - overlap, prev_start + 1), start)
+            spans[i] = (start, end)
     return [Chunk(i, start, end, text[start:end]) for i, (start, end) in enumerate(spans)]

@@ -1,0 +1,1 @@
+"""Benchmarks and the fake remote AI API: ``chunkserve bench`` and ``chunkserve fake-remote``."""
