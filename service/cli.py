@@ -77,9 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
     for entry in settings.models:
         if entry.path is not None and not entry.path.is_dir():
             raise SystemExit(f"chunkserve: model {entry.id!r}: {entry.path} is not a directory")
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     failure: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -109,9 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _fake_remote(args: argparse.Namespace) -> int:
     from service.bench.fake_remote import serve_fake_remote
 
-    serve_fake_remote(
-        host=args.host, port=args.port, latency_s=args.latency_ms / 1000.0, fail_rate=args.fail_rate
-    )
+    serve_fake_remote(host=args.host, port=args.port, latency_s=args.latency_ms / 1000.0, fail_rate=args.fail_rate)
     return 0
 
 

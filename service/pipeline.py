@@ -176,7 +176,9 @@ class Pipeline:
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+                # asyncio.wait, not gather: if this waiter is cancelled again (anyio cancel scopes re-deliver),
+                # gather would cancel the tasks a second time mid-cleanup and httpx would leak the sockets.
+                await asyncio.wait(pending)
 
     async def collect(self, plan: Plan) -> list[ChunkResult]:
         """Every result, ordered by chunk index (and target order for broadcast)."""

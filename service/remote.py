@@ -161,9 +161,7 @@ class RemoteClient:
                 await asyncio.sleep(delay)
             except _Final as exc:
                 self.stats.count(exc.kind)
-                raise UpstreamCallError(
-                    f"{target.host}: {exc.reason}", attempts=attempt, kind=exc.kind
-                ) from None
+                raise UpstreamCallError(f"{target.host}: {exc.reason}", attempts=attempt, kind=exc.kind) from None
 
     def _timeout(self, timeout_s: float, deadline: float | None) -> float:
         if deadline is None:
@@ -218,9 +216,7 @@ class RemoteClient:
     async def _read_capped(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
-            raise _Final(
-                "too_large", f"answer of {declared} bytes is over the {self.max_response_bytes}-byte cap"
-            )
+            raise _Final("too_large", f"answer of {declared} bytes is over the {self.max_response_bytes}-byte cap")
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():

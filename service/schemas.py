@@ -30,9 +30,7 @@ class EmbeddingsRequest(_Request):
         ge=1,
         description="Keep the first N dimensions and re-normalise (for Matryoshka models).",
     )
-    user: str | None = Field(
-        default=None, max_length=256, description="Accepted for OpenAI compatibility; unused."
-    )
+    user: str | None = Field(default=None, max_length=256, description="Accepted for OpenAI compatibility; unused.")
 
 
 class EmbeddingItem(BaseModel):

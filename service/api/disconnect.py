@@ -36,8 +36,9 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-    if task.done():
+        if not task.done():
+            task.cancel()  # the client left, or this handler itself was cancelled: the work goes too
+            await asyncio.wait({task})  # not gather: a second cancel mid-cleanup would leak sockets
+    if not task.cancelled():
         return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
     raise ClientGone

@@ -75,8 +75,20 @@ def _domain_error(request: Request, exc: Exception) -> Response:
     return error_response(request, status, exc.message, type_=type_, param=exc.field, code=code, headers=headers)
 
 
+def _is_union_tag(part: object) -> bool:
+    # pydantic names the member of a union it tried ("constrained-str", "list[str]"); fields are identifiers.
+    return isinstance(part, str) and (not part.isidentifier() or part in _TYPE_TAGS)
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict"})
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(p for p in loc if p not in ("body", "query", "path", "header") and not _is_union_tag(p))
+
+
 def _field_of(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [str(p) for p in _clean_loc(loc)]
     field = ""
     for part in parts:
         field += f"[{part}]" if part.isdigit() else (f".{part}" if field else part)
@@ -86,7 +98,9 @@ def _field_of(loc: tuple[Any, ...]) -> str:
 def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    # For a union (a string or a list of strings) the deepest location is the branch the caller meant.
+    ranked = sorted(errors, key=lambda e: -len(_clean_loc(tuple(e.get("loc", ())))))
+    first = ranked[0] if ranked else {"loc": ("body",), "msg": "invalid request"}
     field = _field_of(tuple(first.get("loc", ())))
     if first.get("type") == "json_invalid":
         message = "request body is not valid JSON"

@@ -118,12 +118,15 @@ def test_reader_leaving_cancels_remote_calls_and_drops_queued_chunks(app: FastAP
     cancelled_before = _metric(server, "chunkserve_remote_calls", "cancelled")
     engine.model.predict = held
     try:
-        body = {"text": TEXT, "chunk_size": 40, "targets": [{"model": "tiny-embed"}, {"url": f"{fake}/generic?latency_ms=5000"}]}
+        slow = f"{fake}/generic?latency_ms=5000"
+        body = {"text": TEXT, "chunk_size": 40, "targets": [{"model": "tiny-embed"}, {"url": slow}]}
         with (
             httpx.Client(timeout=60) as client,
             connect_sse(client, "POST", f"{server}/v1/process/stream", json=body) as source,
         ):
-            first = next(source.iter_sse())
+            # Keep the iterator: a discarded one closes the response, and the test means to leave only later.
+            events = source.iter_sse()
+            first = next(events)
             assert first.event == "progress"
             remote_calls = first_queued = json.loads(first.data)["queued"] // 2
             deadline = time.monotonic() + 10

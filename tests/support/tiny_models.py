@@ -76,9 +76,7 @@ def make_tiny_bert(out: str | Path, seed: int = 0) -> Path:
     return path
 
 
-def make_tiny_classifier(
-    out: str | Path, labels: Sequence[str] = ("NEGATIVE", "POSITIVE"), seed: int = 0
-) -> Path:
+def make_tiny_classifier(out: str | Path, labels: Sequence[str] = ("NEGATIVE", "POSITIVE"), seed: int = 0) -> Path:
     """Save a tiny ``BertForSequenceClassification`` with ``labels`` and its tokenizer into ``out``."""
     path = Path(out)
     tok = build_wordpiece_tokenizer(path)

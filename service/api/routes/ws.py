@@ -104,7 +104,8 @@ class _Session:
     async def close(self) -> None:
         for task in list(self.jobs.values()):
             task.cancel()
-        await asyncio.gather(*self.jobs.values(), return_exceptions=True)
+        if self.jobs:
+            await asyncio.wait(self.jobs.values())
 
 
 def _describe(exc: Exception) -> str:
