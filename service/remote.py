@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import httpx
+import httpx2 as httpx
 
 from service.errors import DeadlineExceeded, ForbiddenTarget, UpstreamError
 

@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Callable
 
-import httpx
+import httpx2 as httpx
 
 from models.base import Model
 from models.loading import LoadOptions, load_model
@@ -18,8 +18,9 @@ from models.packaged import default_model_path
 from service.batcher import BatchPolicy
 from service.config import ModelEntry, Settings
 from service.engine import ModelEngine, set_torch_threads
-from service.guard import OutboundPolicy, make_guarded_client
+from service.guard import OutboundPolicy
 from service.metrics import LiveCounter, Metrics
+from service.outbound import make_guarded_client
 from service.pipeline import Pipeline, PipelineLimits, Resolver
 from service.registry import ModelRegistry, Phase
 from service.remote import RemoteClient, RetryPolicy
@@ -104,7 +105,13 @@ def build_pipeline(
     policy = OutboundPolicy.from_allowlist(settings.remote_allowlist)
     # The pool must not be the bottleneck: the per-host semaphores are the real limit.
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=settings.remote_per_host_limit)
-    http = make_guarded_client(policy, timeout=settings.remote_timeout_s, limits=limits, resolver=resolver)
+    http = make_guarded_client(
+        policy,
+        timeout=settings.remote_timeout_s,
+        limits=limits,
+        resolver=resolver,
+        concurrency=settings.remote_per_host_limit,
+    )
     remote = RemoteClient(
         http,
         per_host_limit=settings.remote_per_host_limit,

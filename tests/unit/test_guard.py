@@ -15,25 +15,23 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpcore
-import httpx
+import httpcore2 as httpcore
+import httpx2 as httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from service.errors import ForbiddenTarget, UpstreamError
 from service.guard import (
-    GuardedBackend,
     IPAddress,
     OutboundPolicy,
     ParsedTarget,
     address_allowed,
     check_url,
     is_forbidden_address,
-    make_guarded_client,
-    make_guarded_transport,
     resolve_and_check,
 )
+from service.outbound import GuardedBackend, ShardedTransport, make_guarded_client, make_guarded_transport
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"
@@ -520,6 +518,30 @@ def test_the_guard_replaces_the_httpx_transport_pool_with_equal_settings() -> No
     assert isinstance(pool._network_backend, GuardedBackend)
     assert (pool._max_connections, pool._max_keepalive_connections, pool._keepalive_expiry) == (7, 3, 9)
     assert pool._retries == 2
+
+
+def test_a_client_for_many_calls_spreads_its_connections_over_small_pools() -> None:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=1000)
+    client = make_guarded_client(NO_POLICY, timeout=5, limits=limits, concurrency=1000)
+    transport = client._transport
+    assert isinstance(transport, ShardedTransport)
+    assert len(transport.shards) == 63  # ceil(1000 / 16)
+    pools = [shard._pool for shard in transport.shards]  # type: ignore[attr-defined]
+    assert all(isinstance(pool._network_backend, GuardedBackend) for pool in pools)
+    assert {pool._max_keepalive_connections for pool in pools} == {16}
+    assert isinstance(make_guarded_client(NO_POLICY, timeout=5)._transport, httpx.AsyncHTTPTransport)
+
+
+async def test_sharded_requests_take_turns_and_all_arrive() -> None:
+    policy = OutboundPolicy.from_allowlist(["127.0.0.1"])
+    async with upstream() as up, make_guarded_client(policy, timeout=5, concurrency=48) as client:
+        transport = client._transport
+        assert isinstance(transport, ShardedTransport)
+        responses = await asyncio.gather(*(client.get(f"http://127.0.0.1:{up.port}/{i}") for i in range(6)))
+        used = [len(shard._pool.connections) for shard in transport.shards]  # type: ignore[attr-defined]
+    assert [r.text for r in responses] == ["ok"] * 6
+    assert sorted(int(r.split(b" ")[1][1:]) for r in up.requests) == list(range(6))
+    assert len(used) == 3 and sum(used) <= 6
 
 
 # A throwaway CA and a certificate for "rebind.test" (valid 2000-2100), made with openssl for this test only.
