@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import random
 import time
@@ -32,6 +33,12 @@ class RemoteProtocol(StrEnum):
     OPENAI_CHAT = "openai-chat"
 
 
+@functools.lru_cache(maxsize=1024)
+def _host_of(url: str) -> str:
+    # Parsing a URL costs tens of microseconds; a job asks for the same few hosts thousands of times.
+    return httpx.URL(url).host
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteTarget:
     """A remote endpoint as a request names it."""
@@ -44,7 +51,7 @@ class RemoteTarget:
 
     @property
     def host(self) -> str:
-        return httpx.URL(self.url).host
+        return _host_of(self.url)
 
     def endpoint(self) -> str:
         """The URL actually posted to (OpenAI base URLs get their resource path)."""

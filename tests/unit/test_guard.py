@@ -525,16 +525,16 @@ def test_a_client_for_many_calls_spreads_its_connections_over_small_pools() -> N
     client = make_guarded_client(NO_POLICY, timeout=5, limits=limits, concurrency=1000)
     transport = client._transport
     assert isinstance(transport, ShardedTransport)
-    assert len(transport.shards) == 63  # ceil(1000 / 16)
+    assert len(transport.shards) == 125  # ceil(1000 / 8)
     pools = [shard._pool for shard in transport.shards]  # type: ignore[attr-defined]
     assert all(isinstance(pool._network_backend, GuardedBackend) for pool in pools)
-    assert {pool._max_keepalive_connections for pool in pools} == {16}
+    assert {pool._max_keepalive_connections for pool in pools} == {8}
     assert isinstance(make_guarded_client(NO_POLICY, timeout=5)._transport, httpx.AsyncHTTPTransport)
 
 
 async def test_sharded_requests_take_turns_and_all_arrive() -> None:
     policy = OutboundPolicy.from_allowlist(["127.0.0.1"])
-    async with upstream() as up, make_guarded_client(policy, timeout=5, concurrency=48) as client:
+    async with upstream() as up, make_guarded_client(policy, timeout=5, concurrency=24) as client:
         transport = client._transport
         assert isinstance(transport, ShardedTransport)
         responses = await asyncio.gather(*(client.get(f"http://127.0.0.1:{up.port}/{i}") for i in range(6)))
