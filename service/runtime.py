@@ -17,7 +17,7 @@ from models.loading import LoadOptions, load_model
 from models.packaged import default_model_path
 from service.batcher import BatchPolicy
 from service.config import ModelEntry, Settings
-from service.engine import ModelEngine, set_torch_threads
+from service.engine import ModelEngine, model_thread
 from service.guard import OutboundPolicy
 from service.metrics import LiveCounter, Metrics
 from service.outbound import make_guarded_client
@@ -75,9 +75,15 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
     threads = effective_threads(settings)
     options = LoadOptions(device=settings.device, dtype=settings.dtype)
     policy = batch_policy(settings)
+    loop = asyncio.get_running_loop()
     for entry in settings.model_entries():
-        model = await asyncio.to_thread(_load_with_threads, loader, entry, options, threads)
-        check_model_fits(settings, entry.id, model)
+        thread = model_thread(entry.id, threads)
+        try:
+            model = await loop.run_in_executor(thread, loader, entry, options)
+            check_model_fits(settings, entry.id, model)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
         metrics.max_batch_size[entry.id] = settings.max_batch_size
         engine = ModelEngine(
             entry.id,
@@ -86,16 +92,12 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
             truncate=settings.truncate,
             torch_threads=threads,
             on_batch=metrics.observe_batch,
+            executor=thread,
         )
         await engine.start()
         registry.add(engine)
         log.info("model %s ready: %s", entry.id, model.info())
     registry.phase = Phase.READY
-
-
-def _load_with_threads(loader: Loader, entry: ModelEntry, options: LoadOptions, threads: int) -> Model:
-    set_torch_threads(threads)
-    return loader(entry, options)
 
 
 def build_pipeline(
