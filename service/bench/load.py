@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import httpx
+import httpx2 as httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -36,8 +37,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """The q-th percentile (0..100) of already sorted values, nearest-rank."""
     if not sorted_values:
         return float("nan")
-    rank = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
-    return sorted_values[rank]
+    rank = math.ceil(q / 100 * len(sorted_values))  # 1-based
+    return sorted_values[max(0, min(len(sorted_values), rank) - 1)]
 
 
 async def scrape_batch_sizes(client: httpx.AsyncClient, model: str) -> dict[str, float]:

@@ -6,7 +6,7 @@ import statistics
 import time
 from typing import Any
 
-import httpx
+import httpx2 as httpx
 
 from service.bench.procs import rss_bytes, spawned
 
