@@ -1,0 +1,45 @@
+"""Start-up wiring: every torch call of a model (load, warm-up, each batch) happens on that model's one thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from models.base import Encoded, Model
+from models.loading import LoadOptions
+from service.config import ModelEntry, Settings
+from service.metrics import Metrics
+from service.registry import ModelRegistry, Phase
+from service.runtime import default_loader, load_engines
+
+
+async def test_load_warm_up_and_batches_share_one_model_thread(tiny_bert_dir: Path) -> None:
+    seen: dict[str, set[str]] = {"load": set(), "predict": set()}
+
+    def loader(entry: ModelEntry, options: LoadOptions) -> Model:
+        seen["load"].add(threading.current_thread().name)
+        model = default_loader(entry, options)  # warms up in this same thread
+        real_predict = model.predict
+
+        def predict(batch: Sequence[Encoded]) -> list[Any]:
+            seen["predict"].add(threading.current_thread().name)
+            return real_predict(batch)
+
+        model.predict = predict  # type: ignore[method-assign]
+        return model
+
+    settings = Settings(models=[ModelEntry(id="tiny", path=tiny_bert_dir)], device="cpu", torch_threads=1)
+    registry = ModelRegistry(expected=["tiny"])
+    await load_engines(settings, registry, loader, Metrics())
+    try:
+        assert registry.phase is Phase.READY
+        output = await registry.engines["tiny"].run(["one text", "and another"])
+        assert len(output.results) == 2
+    finally:
+        await registry.close(drain=True)
+    assert len(seen["load"]) == 1
+    assert seen["predict"] == seen["load"]
+    assert next(iter(seen["load"])).startswith("model-tiny")
+    assert threading.current_thread().name not in seen["load"]
