@@ -193,3 +193,35 @@ def test_websocket_checks_the_origin(server: str) -> None:
     with ws_connect(_ws_url(server), origin="https://app.example", open_timeout=10) as ws:  # type: ignore[arg-type]
         ws.send("fine.")
         assert json.loads(ws.recv(timeout=30))["type"] == "step"
+
+
+def _wait_for(fake: str, key: str, at_least: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    stats: dict[str, Any] = httpx.get(f"{fake}/_stats").json()
+    while stats[key] < at_least and time.monotonic() < deadline:
+        time.sleep(0.02)
+        stats = httpx.get(f"{fake}/_stats").json()
+    return stats
+
+
+def _slow_remote_job(fake: str, chunks: int) -> dict[str, Any]:
+    text = " ".join(f"Chunk {i} talks." for i in range(chunks))
+    return {"text": text, "chunking": "sentences", "chunk_size": 16, "api_urls": [f"{fake}/generic?latency_ms=5000"]}
+
+
+def test_a_process_client_that_hangs_up_cancels_its_remote_calls(server: str, fake: str) -> None:
+    httpx.post(f"{fake}/_reset")
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(timeout=httpx.Timeout(10, read=1.0)) as client:
+        # The client gives up after 1 s and closes its connection; the calls would have taken 5 s.
+        client.post(f"{server}/v1/process", json=_slow_remote_job(fake, 6))
+    stats = _wait_for(fake, "abandoned", 6)
+    assert (stats["requests"], stats["abandoned"], stats["completed"]) == (6, 6, 0)
+
+
+def test_closing_a_websocket_cancels_its_running_jobs(server: str, fake: str) -> None:
+    httpx.post(f"{fake}/_reset")
+    with ws_connect(_ws_url(server), open_timeout=10) as ws:
+        ws.send(json.dumps({"job_id": "slow", **_slow_remote_job(fake, 5)}))
+        assert _wait_for(fake, "in_flight", 5)["in_flight"] == 5
+    stats = _wait_for(fake, "abandoned", 5)
+    assert (stats["requests"], stats["abandoned"], stats["completed"]) == (5, 5, 0)
