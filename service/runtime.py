@@ -41,10 +41,19 @@ def effective_threads(settings: Settings) -> int:
     return settings.torch_threads or max(1, min(4, os.cpu_count() or 1))
 
 
-def batch_policy(settings: Settings) -> BatchPolicy:
-    """The batcher budgets named by the settings."""
+# Measured with MiniLM on 2 CPU cores, windows of 64 sorted by length: batches of 8 ran 67 inputs/s, of 32 only
+# 50 (and arrival-order batches lose to batch-1). On a GPU, batch size is the big lever.
+CPU_BATCH_SIZE = 8
+GPU_BATCH_SIZE = 64
+
+
+def batch_policy(settings: Settings, device: str = "cpu") -> BatchPolicy:
+    """The batcher budgets named by the settings; an unset batch size is chosen for ``device``."""
+    size = settings.max_batch_size
+    if size is None:
+        size = CPU_BATCH_SIZE if device == "cpu" else min(GPU_BATCH_SIZE, settings.batch_window)
     return BatchPolicy(
-        max_batch_size=settings.max_batch_size,
+        max_batch_size=size,
         max_wait_s=settings.max_wait_ms / 1000.0,
         max_batch_tokens=settings.max_batch_tokens,
         max_queue=settings.max_queue,
@@ -74,7 +83,6 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
     """
     threads = effective_threads(settings)
     options = LoadOptions(device=settings.device, dtype=settings.dtype)
-    policy = batch_policy(settings)
     loop = asyncio.get_running_loop()
     for entry in settings.model_entries():
         thread = model_thread(entry.id, threads)
@@ -84,7 +92,8 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
         except BaseException:
             thread.shutdown(wait=False)
             raise
-        metrics.max_batch_size[entry.id] = settings.max_batch_size
+        policy = batch_policy(settings, str(model.info().get("device", "cpu")))
+        metrics.max_batch_size[entry.id] = policy.max_batch_size
         engine = ModelEngine(
             entry.id,
             model,

@@ -12,7 +12,7 @@ from models.loading import LoadOptions
 from service.config import ModelEntry, Settings
 from service.metrics import Metrics
 from service.registry import ModelRegistry, Phase
-from service.runtime import default_loader, load_engines
+from service.runtime import batch_policy, default_loader, load_engines
 
 
 async def test_load_warm_up_and_batches_share_one_model_thread(tiny_bert_dir: Path) -> None:
@@ -43,3 +43,11 @@ async def test_load_warm_up_and_batches_share_one_model_thread(tiny_bert_dir: Pa
     assert seen["predict"] == seen["load"]
     assert next(iter(seen["load"])).startswith("model-tiny")
     assert threading.current_thread().name not in seen["load"]
+
+
+def test_an_unset_batch_size_is_chosen_for_the_device() -> None:
+    assert batch_policy(Settings(), "cpu").max_batch_size == 8
+    assert batch_policy(Settings(), "cuda:0").max_batch_size == 64
+    assert batch_policy(Settings(batch_window=48), "cuda:0").max_batch_size == 48
+    assert batch_policy(Settings(max_batch_size=24), "cpu").max_batch_size == 24
+    assert batch_policy(Settings(max_batch_size=24), "cuda:0").max_batch_size == 24
