@@ -28,6 +28,7 @@ from service.errors import (
 from service.guard import OutboundPolicy, check_url, resolve_and_check
 from service.registry import ModelRegistry
 from service.remote import RemoteClient, RemoteTarget, UpstreamCallError
+from service.trace import current_trace
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -158,6 +159,9 @@ class Pipeline:
         else:
             work = [(c, targets[c.index % len(targets)]) for c in chunks]
         self._check_capacity(work)
+        trace = current_trace.get()
+        if trace is not None:
+            trace.chunks += len(chunks)
         return Plan(job=job, chunks=chunks, work=work)
 
     async def run(self, plan: Plan) -> AsyncGenerator[ChunkResult, None]:

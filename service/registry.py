@@ -70,8 +70,12 @@ class ModelRegistry:
             raise InvalidInput(f"model {model_id!r} is a {found.task.value} model, not {task.value}", field="model")
         return found
 
-    async def close(self, drain: bool = True) -> None:
-        """Mark draining and close every engine (queued work is finished when ``drain``)."""
+    def begin_draining(self) -> None:
+        """Take no new work from now on (a failed start-up stays failed)."""
         if self.phase is not Phase.FAILED:
             self.phase = Phase.DRAINING
+
+    async def close(self, drain: bool = True) -> None:
+        """Mark draining and close every engine (queued work is finished when ``drain``)."""
+        self.begin_draining()
         await asyncio.gather(*(e.close(drain=drain) for e in self.engines.values()))
