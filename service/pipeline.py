@@ -138,7 +138,9 @@ class Pipeline:
             ForbiddenTarget: a remote URL is refused by the outbound policy.
             InvalidInput: a bad parameter (chunking, overlap, timeout).
             Overloaded: a local model's queue cannot take this job's chunks now.
+            ShuttingDown: the server is not ready (loading, draining or failed).
         """
+        self.registry.ensure_accepting()  # remote-only jobs too: a draining server starts no new work
         targets = job.targets or (LocalTarget(self._default_model()),)
         if job.timeout_s <= 0 or job.timeout_s > self.limits.max_timeout_s:
             raise InvalidInput(f"timeout_s must be in (0, {self.limits.max_timeout_s}]", field="timeout_s")

@@ -47,6 +47,15 @@ class ModelRegistry:
             return False, f"batcher stopped for: {', '.join(dead)}"
         return True, "ready"
 
+    def ensure_accepting(self) -> None:
+        """Refuse new work unless the server is ready.
+
+        Raises:
+            ShuttingDown: the server is loading, draining or failed.
+        """
+        if self.phase is not Phase.READY:
+            raise ShuttingDown(self.readiness()[1])
+
     def get(self, model_id: str | None, task: Task | None = None) -> ModelEngine:
         """The engine for ``model_id`` (or the first one doing ``task`` when no id is given).
 
@@ -55,8 +64,7 @@ class ModelRegistry:
             ModelNotFound: no model has that id.
             InvalidInput: the model exists but does another task.
         """
-        if self.phase is not Phase.READY:
-            raise ShuttingDown(self.readiness()[1])
+        self.ensure_accepting()
         if model_id is None:
             for engine in self.engines.values():
                 if task is None or engine.task is task:
