@@ -18,6 +18,8 @@ from service.config import Settings
 # Before transformers is imported anywhere: the server never reaches a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Progress bars on stderr would break the one-JSON-object-per-line logs.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 # Secrets stay out of command lines (visible in ps and shell history): environment only.

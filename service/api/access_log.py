@@ -20,11 +20,15 @@ UNMATCHED = "unmatched"
 CLIENT_GONE = 499
 
 
-def route_of(scope: Scope) -> str:
-    """The matched route's template (``/v1/models/{model_id:path}``), never the raw path."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else UNMATCHED
+def route_of(scope: Scope, status: int) -> str:
+    """The matched route's template (``/v1/models/{model_id:path}``), never a raw path that a caller chose."""
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    # FastAPI serves /openapi.json and /docs without naming a route; only fixed paths can answer 2xx.
+    if 200 <= status < 300 and isinstance(scope.get("path"), str):
+        return str(scope["path"])
+    return UNMATCHED
 
 
 class AccessLogMiddleware:
@@ -70,7 +74,7 @@ class AccessLogMiddleware:
         finally:
             current_trace.reset(token)
             elapsed = time.perf_counter() - started
-            route = route_of(scope)
+            route = route_of(scope, status)
             method = scope.get("method", "WS")
             if isinstance(metrics, Metrics):
                 metrics.in_flight.dec()
