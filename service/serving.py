@@ -132,7 +132,9 @@ def _serve_workers(settings: Settings, port_file: Path | None) -> int:
     A worker that stops on its own (start-up failure, crash) stops them all with exit code 1: restarting is the
     container orchestrator's job, and a half-sized server that looks healthy is worse than a restart.
     """
-    sock = uvicorn_config(settings, "unused:app").bind_socket()
+    config = uvicorn_config(settings, "unused:app")
+    sock = config.bind_socket()
+    sock.listen(config.backlog)  # connections wait in the backlog until a worker is up, rather than being refused
     if port_file is not None:
         write_port_file(port_file, sock.getsockname()[1])
     context = multiprocessing.get_context("spawn")
@@ -162,5 +164,6 @@ def _serve_workers(settings: Settings, port_file: Path | None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
-    clean = stop.is_set() and all(w.exitcode == 0 for w in workers)
+    # -SIGTERM: the signal came before the worker set up its handlers, so before it had taken any request.
+    clean = stop.is_set() and all(w.exitcode in (0, -signal.SIGTERM) for w in workers)
     return 0 if clean else 1

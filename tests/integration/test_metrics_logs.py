@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from websockets.sync.client import connect as ws_connect
 
 from service.api.app import create_app
+from service.cli import main
 from service.bench.fake_remote import create_fake_remote
 from service.logs import JsonFormatter
 from tests.integration.conftest import tiny_settings, wait_ready
@@ -182,3 +183,14 @@ def test_json_lines_carry_fields_and_exceptions_on_one_line() -> None:
     line = json.loads(text)
     assert line["msg"] == "failed job" and line["level"] == "error" and line["logger"] == "chunkserve.x"
     assert line["request_id"] == "r1" and line["status"] == 500 and "ValueError: bad" in line["exc"]
+
+
+def test_probe_exits_0_only_when_the_server_is_ready(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> None:
+    app = create_app(tiny_settings(tiny_bert_dir, tiny_classifier_dir))
+    with running_server(app) as url:
+        wait_ready(url)
+        port = str(httpx.URL(url).port)
+        assert main(["probe", "--port", port]) == 0
+        app.state.drain.begin()
+        assert main(["probe", "--port", port]) == 1  # /ready is 503 while draining
+    assert main(["probe", "--port", port, "--timeout", "1"]) == 1  # nobody listening

@@ -50,6 +50,13 @@ def _wait_for(condition: Any, what: str, timeout_s: float = 15.0) -> None:
         time.sleep(0.02)
 
 
+def _ready_now(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/ready", timeout=30, trust_env=False).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def _process(url: str, fake: str) -> httpx.Response:
     body = {
         "text": TEXT,
@@ -178,3 +185,21 @@ def test_websocket_jobs_finish_then_the_socket_closes_with_1012(
     late = [m for m in messages if m["job_id"] == "late"]
     assert [m["type"] for m in late] == ["error"] and late[0]["error"]["type"] == "ShuttingDown"
     assert closed.rcvd is not None and closed.rcvd.code == 1012
+
+
+def test_workers_share_one_port_and_all_drain_on_sigterm(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    args = ["--model", f"tiny-embed={tiny_bert_dir}:embedding", "--device", "cpu", "--torch-threads", "1"]
+    with server_process([*args, "--workers", "2"], tmp_path) as server:
+        # The port is bound and listening before the workers have started: connections wait in the backlog.
+        _wait_for(lambda: _ready_now(server.url), "a worker to be ready", timeout_s=60)
+        served = 0
+        for i in range(40):  # the other worker may still be loading: it answers 503 until ready
+            response = httpx.post(f"{server.url}/v1/embeddings", json={"input": f"text {i}"}, trust_env=False, timeout=30)
+            assert response.status_code in (200, 503), response.text
+            served += response.status_code == 200
+        assert served >= 20
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.proc.wait(SHUTDOWN_TIMEOUT_S + 10)
+    assert code == 0, server.log_path.read_text()[-3000:]
+    finished = {line["msg"] for line in server.log_lines() if line["msg"].startswith("Finished server process")}
+    assert len(finished) == 2  # two worker processes, each with its own pid, shut down cleanly
