@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from fastapi import FastAPI
 from websockets.sync.client import connect as ws_connect
 
 from service.api.app import create_app
-from service.cli import main
 from service.bench.fake_remote import create_fake_remote
+from service.cli import main
 from service.logs import JsonFormatter
 from tests.integration.conftest import tiny_settings, wait_ready
 from tests.support.servers import running_server
@@ -67,8 +68,16 @@ def _sample(server: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def _access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [r.fields for r in caplog.records if r.name == "chunkserve.access"]  # type: ignore[attr-defined]
+def _access_lines(caplog: pytest.LogCaptureFixture, **match: Any) -> list[dict[str, Any]]:
+    """Access-log fields of the lines matching ``match``, waiting a little for the first: the server writes a line
+    after its last byte went out, so the client can be faster."""
+    deadline = time.monotonic() + 10
+    while True:
+        fields = [r.fields for r in caplog.records if r.name == "chunkserve.access"]  # type: ignore[attr-defined]
+        lines = [f for f in fields if all(f.get(k) == v for k, v in match.items())]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
 
 
 async def test_batch_size_histogram_moves_under_a_burst(server: str) -> None:
@@ -114,7 +123,7 @@ def test_each_request_gets_one_access_line_with_its_batch_stats(server: str, cap
     body = {"text": TEXT, "chunk_size": 30, "targets": [{"model": "tiny-embed"}]}
     response = httpx.post(f"{server}/v1/process", json=body, headers={"X-Request-ID": "trace-me-1"}, timeout=60)
     assert response.status_code == 200
-    (line,) = [f for f in _access_lines(caplog) if f["request_id"] == "trace-me-1"]
+    (line,) = _access_lines(caplog, request_id="trace-me-1")
     assert line["route"] == "/v1/process" and line["method"] == "POST" and line["status"] == 200
     assert line["principal"] is None and line["latency_ms"] > 0
     assert line["chunks"] == 3 and line["inputs"] == 3
@@ -130,7 +139,7 @@ def test_a_websocket_connection_logs_one_line_for_all_its_jobs(server: str, capl
             )
             while json.loads(ws.recv(10))["type"] != "done":
                 pass
-    lines = [f for f in _access_lines(caplog) if f["route"] == "/v1/ws"]
+    lines = _access_lines(caplog, route="/v1/ws")
     assert len(lines) == 1 and lines[0]["status"] == 101 and lines[0]["chunks"] == 6
 
 
@@ -144,7 +153,7 @@ def test_an_unhandled_error_is_a_json_500_without_traceback_or_path(
     assert body["error"]["type"] == "server_error" and body["request_id"] == response.headers["x-request-id"]
     assert "Traceback" not in response.text and str(Path(__file__).parent) not in response.text
     assert "RuntimeError" not in response.text
-    (line,) = [f for f in _access_lines(caplog) if f["request_id"] == body["request_id"]]
+    (line,) = _access_lines(caplog, request_id=body["request_id"])
     assert line["status"] == 500 and line["error"] is True
 
 

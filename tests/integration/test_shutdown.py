@@ -194,7 +194,8 @@ def test_workers_share_one_port_and_all_drain_on_sigterm(tiny_bert_dir: Path, tm
         _wait_for(lambda: _ready_now(server.url), "a worker to be ready", timeout_s=60)
         served = 0
         for i in range(40):  # the other worker may still be loading: it answers 503 until ready
-            response = httpx.post(f"{server.url}/v1/embeddings", json={"input": f"text {i}"}, trust_env=False, timeout=30)
+            body = {"input": f"text {i}"}
+            response = httpx.post(f"{server.url}/v1/embeddings", json=body, trust_env=False, timeout=30)
             assert response.status_code in (200, 503), response.text
             served += response.status_code == 200
         assert served >= 20
