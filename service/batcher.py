@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from service.batch_policy import BatchPolicy, BatchStats, plan_batches
 from service.errors import BatchFailed, Overloaded, ShuttingDown
+from service.trace import RequestTrace, current_trace
 
 __all__ = ["BatchPolicy", "BatchStats", "MicroBatcher", "plan_batches"]
 
@@ -38,6 +39,7 @@ class _Request(Generic[T, R]):
     future: asyncio.Future[R]
     arrival: float
     state: int = _QUEUED
+    trace: RequestTrace | None = None
 
 
 class _ResultMismatch(Exception):
@@ -215,7 +217,12 @@ class MicroBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         now = loop.time()
         was_empty = not self._queue
-        requests = [_Request(item, c, loop.create_future(), now) for item, c in zip(items, costs, strict=True)]
+        trace = current_trace.get()
+        if trace is not None:
+            trace.inputs += n
+        requests = [
+            _Request(item, c, loop.create_future(), now, trace=trace) for item, c in zip(items, costs, strict=True)
+        ]
         self._queue.extend(requests)
         self._pending.update(requests)
         self._waiting += n
@@ -317,16 +324,17 @@ class MicroBatcher(Generic[T, R]):
             for request, value in zip(requests, results, strict=True):
                 self._resolve(request, value)
         self._batches += 1
-        self._report(
-            BatchStats(
-                size=len(requests),
-                tokens=max(r.cost for r in requests) * len(requests),
-                real_tokens=sum(r.cost for r in requests),
-                queue_wait_s=started - min(r.arrival for r in requests),
-                compute_s=loop.time() - started,
-                ok=error is None,
-            )
+        stats = BatchStats(
+            size=len(requests),
+            tokens=max(r.cost for r in requests) * len(requests),
+            real_tokens=sum(r.cost for r in requests),
+            queue_wait_s=started - min(r.arrival for r in requests),
+            compute_s=loop.time() - started,
+            ok=error is None,
         )
+        for trace in {id(r.trace): r.trace for r in requests if r.trace is not None}.values():
+            trace.add_batch(stats)
+        self._report(stats)
         return error
 
     def _failure(self, error: Exception) -> BatchFailed:

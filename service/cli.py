@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +18,8 @@ from service.config import Settings
 # Before transformers is imported anywhere: the server never reaches a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Progress bars on stderr would break the one-JSON-object-per-line logs.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 # Secrets stay out of command lines (visible in ps and shell history): environment only.
@@ -69,39 +71,27 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.api.app import create_app
+    from service.serving import serve
 
     settings = settings_from_args(args)
     for entry in settings.models:
         if entry.path is not None and not entry.path.is_dir():
             raise SystemExit(f"chunkserve: model {entry.id!r}: {entry.path} is not a directory")
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    failure: list[str] = []
-    server: uvicorn.Server | None = None
+    return serve(settings, port_file=args.port_file)
 
-    def on_fatal(reason: str) -> None:
-        failure.append(reason)
-        if server is not None:
-            server.should_exit = True
 
-    app = create_app(settings, on_fatal=on_fatal)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=25,
-        server_header=False,
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    if failure:
-        print(f"chunkserve: start-up failed: {failure[0]}", file=sys.stderr)
+def _probe(args: argparse.Namespace) -> int:
+    """Exit 0 when the local server's /ready answers 200 (the container HEALTHCHECK)."""
+    import urllib.error
+    import urllib.request
+
+    port = args.port if args.port is not None else Settings().port
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=args.timeout) as response:
+            return 0 if response.status == 200 else 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"chunkserve probe: not ready: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 def _fake_remote(args: argparse.Namespace) -> int:
@@ -124,7 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="Run the HTTP server.", description="Run the HTTP server.")
     add_settings_flags(serve)
+    serve.add_argument(
+        "--port-file", type=Path, default=None, help="Write the bound port to this file once listening (for --port 0)."
+    )
     serve.set_defaults(func=_serve)
+
+    probe = sub.add_parser("probe", help="Exit 0 if the local server is ready (for container health checks).")
+    probe.add_argument("--port", type=int, default=None, help="Port to probe [default: CHUNKSERVE_PORT or 8000].")
+    probe.add_argument("--timeout", type=float, default=3.0, help="Seconds to wait for the answer.")
+    probe.set_defaults(func=_probe)
 
     fake = sub.add_parser("fake-remote", help="Run a fake remote AI API (tests, benchmarks).")
     fake.add_argument("--host", default="127.0.0.1")

@@ -159,6 +159,24 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         default="info", description="Log level of chunkserve and uvicorn."
     )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Logs as one JSON object per line (json) or as plain text for people (text)."
+    )
+    shutdown_timeout_s: float = Field(
+        default=25.0,
+        gt=0,
+        le=3600,
+        description=(
+            "On SIGTERM, how long requests, streams and WebSocket jobs in flight may take to finish before they "
+            "are cancelled. Keep it under the orchestrator's grace period (30 s in Kubernetes and Docker)."
+        ),
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes on one port; each loads its own copy of every model (memory x N).",
+    )
 
     @field_validator("models", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,17 @@ def model_thread(model_id: str, torch_threads: int | None) -> concurrent.futures
         initializer=set_torch_threads,
         initargs=(torch_threads,),
     )
+
+
+def device_memory() -> dict[str, tuple[int, int]]:
+    """Bytes allocated and reserved by torch on each CUDA device; empty without CUDA (or before torch loads)."""
+    torch = sys.modules.get("torch")  # a scrape must never be the thing that imports torch
+    if torch is None or not torch.cuda.is_available():
+        return {}
+    return {
+        f"cuda:{i}": (int(torch.cuda.memory_allocated(i)), int(torch.cuda.memory_reserved(i)))
+        for i in range(torch.cuda.device_count())
+    }
 
 
 class ModelEngine:

@@ -4,37 +4,44 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from service.batcher import BatchStats
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
 _TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass(frozen=True, slots=True)
-class LiveCounter:
-    """A counter kept elsewhere (batcher, remote client), read at scrape time."""
+class LiveMetric:
+    """A value kept elsewhere (batcher, remote client, device), read at scrape time."""
 
     name: str
     help: str
-    label: str
-    values: dict[str, float]
+    labels: tuple[str, ...]
+    values: dict[tuple[str, ...], float]
+    kind: Literal["counter", "gauge"] = "counter"
 
 
 class _LiveCollector(Collector):
-    def __init__(self, read: Callable[[], list[LiveCounter]]) -> None:
+    def __init__(self, read: Callable[[], list[LiveMetric]]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[Metric]:
-        for counter in self._read():
-            family = CounterMetricFamily(counter.name, counter.help, labels=[counter.label])
-            for label, value in counter.values.items():
-                family.add_metric([label], value)
+        for live in self._read():
+            family: CounterMetricFamily | GaugeMetricFamily
+            if live.kind == "counter":
+                family = CounterMetricFamily(live.name, live.help, labels=list(live.labels))
+            else:
+                family = GaugeMetricFamily(live.name, live.help, labels=list(live.labels))
+            for labels, value in live.values.items():
+                family.add_metric(list(labels), value)
             yield family
 
 
@@ -83,10 +90,22 @@ class Metrics:
             "chunkserve_batch_errors", "Batches whose model call raised.", ["model"], registry=r
         )
         self.queue_depth = Gauge("chunkserve_queue_depth", "Inputs waiting per model.", ["model"], registry=r)
+        self.request_duration = Histogram(
+            "chunkserve_request_duration_seconds",
+            "Requests by route template and status (WebSocket: the whole connection; 499: the client left).",
+            ["method", "route", "status"],
+            buckets=_REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "chunkserve_requests_in_flight", "HTTP requests and WebSocket connections being served.", registry=r
+        )
+        # Resident/virtual memory, CPU time and open files of this process (Linux /proc; nothing elsewhere).
+        ProcessCollector(registry=r)
         self.max_batch_size: dict[str, int] = {}
 
-    def watch(self, read: Callable[[], list[LiveCounter]]) -> None:
-        """Expose counters owned by other objects, read at each scrape."""
+    def watch(self, read: Callable[[], list[LiveMetric]]) -> None:
+        """Expose values owned by other objects, read at each scrape."""
         self.registry.register(_LiveCollector(read))
 
     def observe_batch(self, model: str, stats: BatchStats) -> None:
@@ -102,6 +121,10 @@ class Metrics:
         self.inference.labels(model).observe(stats.compute_s)
         if not stats.ok:
             self.batch_errors.labels(model).inc()
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Record one finished request (``route`` is the template, never the raw path: bounded series)."""
+        self.request_duration.labels(method, route, str(status)).observe(seconds)
 
     def render(self) -> bytes:
         """The text exposition format."""

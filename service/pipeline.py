@@ -28,6 +28,7 @@ from service.errors import (
 from service.guard import OutboundPolicy, check_url, resolve_and_check
 from service.registry import ModelRegistry
 from service.remote import RemoteClient, RemoteTarget, UpstreamCallError
+from service.trace import current_trace
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -137,7 +138,9 @@ class Pipeline:
             ForbiddenTarget: a remote URL is refused by the outbound policy.
             InvalidInput: a bad parameter (chunking, overlap, timeout).
             Overloaded: a local model's queue cannot take this job's chunks now.
+            ShuttingDown: the server is not ready (loading, draining or failed).
         """
+        self.registry.ensure_accepting()  # remote-only jobs too: a draining server starts no new work
         targets = job.targets or (LocalTarget(self._default_model()),)
         if job.timeout_s <= 0 or job.timeout_s > self.limits.max_timeout_s:
             raise InvalidInput(f"timeout_s must be in (0, {self.limits.max_timeout_s}]", field="timeout_s")
@@ -158,6 +161,9 @@ class Pipeline:
         else:
             work = [(c, targets[c.index % len(targets)]) for c in chunks]
         self._check_capacity(work)
+        trace = current_trace.get()
+        if trace is not None:
+            trace.chunks += len(chunks)
         return Plan(job=job, chunks=chunks, work=work)
 
     async def run(self, plan: Plan) -> AsyncGenerator[ChunkResult, None]:

@@ -47,6 +47,15 @@ class ModelRegistry:
             return False, f"batcher stopped for: {', '.join(dead)}"
         return True, "ready"
 
+    def ensure_accepting(self) -> None:
+        """Refuse new work unless the server is ready.
+
+        Raises:
+            ShuttingDown: the server is loading, draining or failed.
+        """
+        if self.phase is not Phase.READY:
+            raise ShuttingDown(self.readiness()[1])
+
     def get(self, model_id: str | None, task: Task | None = None) -> ModelEngine:
         """The engine for ``model_id`` (or the first one doing ``task`` when no id is given).
 
@@ -55,8 +64,7 @@ class ModelRegistry:
             ModelNotFound: no model has that id.
             InvalidInput: the model exists but does another task.
         """
-        if self.phase is not Phase.READY:
-            raise ShuttingDown(self.readiness()[1])
+        self.ensure_accepting()
         if model_id is None:
             for engine in self.engines.values():
                 if task is None or engine.task is task:
@@ -70,8 +78,12 @@ class ModelRegistry:
             raise InvalidInput(f"model {model_id!r} is a {found.task.value} model, not {task.value}", field="model")
         return found
 
-    async def close(self, drain: bool = True) -> None:
-        """Mark draining and close every engine (queued work is finished when ``drain``)."""
+    def begin_draining(self) -> None:
+        """Take no new work from now on (a failed start-up stays failed)."""
         if self.phase is not Phase.FAILED:
             self.phase = Phase.DRAINING
+
+    async def close(self, drain: bool = True) -> None:
+        """Mark draining and close every engine (queued work is finished when ``drain``)."""
+        self.begin_draining()
         await asyncio.gather(*(e.close(drain=drain) for e in self.engines.values()))

@@ -84,15 +84,24 @@ class RemoteResult:
 
 @dataclass
 class RemoteStats:
-    """Counters by outcome, for metrics and tests."""
+    """Counters by (host, final outcome), for metrics and tests."""
 
     calls: int = 0
     retries: int = 0
     cancelled: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+    max_hosts: int = 100
+    _hosts: set[str] = field(default_factory=set)
 
-    def count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+    def count(self, host: str, outcome: str) -> None:
+        # Callers choose the URLs: past max_hosts distinct hosts, the rest share one label (bounded series).
+        if host not in self._hosts:
+            if len(self._hosts) >= self.max_hosts:
+                host = "other"
+            else:
+                self._hosts.add(host)
+        key = (host, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
 
 class UpstreamCallError(UpstreamError):
@@ -149,16 +158,17 @@ class RemoteClient:
             try:
                 async with self._limit(target.host):
                     value = await self._once(target, text, self._timeout(timeout_s, deadline))
-                self.stats.count("ok")
+                self.stats.count(target.host, "ok")
                 return RemoteResult(value=value, attempts=attempt)
             except asyncio.CancelledError:
                 self.stats.cancelled += 1
+                self.stats.count(target.host, "cancelled")
                 raise
             except _Retryable as exc:
                 delay = self._delay(attempt, exc.retry_after_s)
                 out_of_time = deadline is not None and time.monotonic() + delay >= deadline
                 if attempt >= self.retry.attempts or out_of_time:
-                    self.stats.count(exc.kind)
+                    self.stats.count(target.host, exc.kind)
                     raise UpstreamCallError(
                         f"{target.host}: {exc.reason} (after {attempt} attempt{'s' if attempt > 1 else ''})",
                         attempts=attempt,
@@ -167,7 +177,7 @@ class RemoteClient:
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
             except _Final as exc:
-                self.stats.count(exc.kind)
+                self.stats.count(target.host, exc.kind)
                 raise UpstreamCallError(f"{target.host}: {exc.reason}", attempts=attempt, kind=exc.kind) from None
 
     def _timeout(self, timeout_s: float, deadline: float | None) -> float:

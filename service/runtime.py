@@ -17,9 +17,9 @@ from models.loading import LoadOptions, load_model
 from models.packaged import default_model_path
 from service.batcher import BatchPolicy
 from service.config import ModelEntry, Settings
-from service.engine import ModelEngine, model_thread
+from service.engine import ModelEngine, device_memory, model_thread
 from service.guard import OutboundPolicy
-from service.metrics import LiveCounter, Metrics
+from service.metrics import LiveMetric, Metrics
 from service.outbound import make_guarded_client
 from service.pipeline import Pipeline, PipelineLimits, Resolver
 from service.registry import ModelRegistry, Phase
@@ -106,7 +106,8 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
         await engine.start()
         registry.add(engine)
         log.info("model %s ready: %s", entry.id, model.info())
-    registry.phase = Phase.READY
+    if registry.phase is Phase.LOADING:  # a shutdown that began while loading must stay a shutdown
+        registry.phase = Phase.READY
 
 
 def build_pipeline(
@@ -138,27 +139,48 @@ def build_pipeline(
     return Pipeline(registry, remote, policy, limits_, resolver=resolver), http
 
 
-def live_counters(registry: ModelRegistry, pipeline: Pipeline) -> list[LiveCounter]:
-    """Work counters owned by batchers and the remote client, for /metrics."""
+def live_metrics(registry: ModelRegistry, pipeline: Pipeline) -> list[LiveMetric]:
+    """Values owned by batchers, the remote client and the device, for /metrics."""
     engines = registry.engines.values()
     remote = pipeline.remote.stats
+    memory = device_memory()
     return [
-        LiveCounter(
+        LiveMetric(
             "chunkserve_dropped_inputs",
             "Queued inputs dropped before compute because their caller went away.",
-            "model",
-            {e.model_id: float(e.batcher.dropped) for e in engines},
+            ("model",),
+            {(e.model_id,): float(e.batcher.dropped) for e in engines},
         ),
-        LiveCounter(
+        LiveMetric(
             "chunkserve_failed_inputs",
             "Inputs whose model call raised.",
-            "model",
-            {e.model_id: float(e.batcher.failed) for e in engines},
+            ("model",),
+            {(e.model_id,): float(e.batcher.failed) for e in engines},
         ),
-        LiveCounter(
+        LiveMetric(
             "chunkserve_remote_calls",
-            "Remote calls by final outcome (ok, connect, status, timeout, malformed, too_large, cancelled).",
-            "outcome",
-            {**{k: float(v) for k, v in remote.outcomes.items()}, "cancelled": float(remote.cancelled)},
+            "Remote calls by host and final outcome (ok, connect, status, timeout, malformed, too_large, cancelled).",
+            ("host", "outcome"),
+            {key: float(v) for key, v in remote.outcomes.items()},
+        ),
+        LiveMetric(
+            "chunkserve_remote_retries",
+            "Remote tries repeated after a connect error, 429 or 5xx.",
+            (),
+            {(): float(remote.retries)},
+        ),
+        LiveMetric(
+            "chunkserve_gpu_memory_allocated_bytes",
+            "Memory held by torch tensors per CUDA device.",
+            ("device",),
+            {(device,): float(allocated) for device, (allocated, _) in memory.items()},
+            kind="gauge",
+        ),
+        LiveMetric(
+            "chunkserve_gpu_memory_reserved_bytes",
+            "Memory reserved by torch's caching allocator per CUDA device.",
+            ("device",),
+            {(device,): float(reserved) for device, (_, reserved) in memory.items()},
+            kind="gauge",
         ),
     ]

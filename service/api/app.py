@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service.api.access_log import AccessLogMiddleware
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestIdMiddleware
 from service.api.routes import classify, embeddings, health, process, stream, ws
@@ -19,7 +20,8 @@ from service.config import Settings
 from service.metrics import Metrics
 from service.pipeline import Resolver
 from service.registry import ModelRegistry, Phase
-from service.runtime import Loader, build_pipeline, default_loader, live_counters, load_engines
+from service.runtime import Loader, build_pipeline, default_loader, live_metrics, load_engines
+from service.shutdown import Drain
 
 log = logging.getLogger("chunkserve")
 
@@ -35,8 +37,9 @@ def create_app(
 
     Models load in the background so ``/health`` answers at once and ``/ready`` says when they are warm.
     ``on_fatal`` is told when start-up fails (the CLI stops the server then; tests read ``/health``).
-    ``resolver`` replaces DNS for outbound calls (tests).
+    ``resolver`` replaces DNS for outbound calls (tests). ``app.state.drain`` is what a signal handler begins.
     """
+    drain = Drain()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -44,7 +47,11 @@ def create_app(
         metrics = Metrics()
         pipeline, http = build_pipeline(settings, registry, resolver)
         app.state.registry, app.state.metrics, app.state.pipeline = registry, metrics, pipeline
-        metrics.watch(lambda: live_counters(registry, pipeline))
+        metrics.watch(lambda: live_metrics(registry, pipeline))
+        drain.bind()
+        drain.on_begin(registry.begin_draining)
+        # SecretStr fields dump as "**********": the settings line never carries a key.
+        log.info("starting", extra={"fields": {"settings": settings.model_dump(mode="json")}})
 
         async def load() -> None:
             try:
@@ -57,8 +64,15 @@ def create_app(
 
         loading = asyncio.create_task(load(), name="load-models")
         try:
-            yield {"registry": registry, "settings": settings, "metrics": metrics, "pipeline": pipeline}
+            yield {
+                "registry": registry,
+                "settings": settings,
+                "metrics": metrics,
+                "pipeline": pipeline,
+                "drain": drain,
+            }
         finally:
+            drain.begin()
             if not loading.done():
                 loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
@@ -74,6 +88,8 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(AccessLogMiddleware)
+    app.state.drain = drain
     for module in (health, metrics_route, models_route, embeddings, classify, process, stream, ws):
         app.include_router(module.router)
     return app

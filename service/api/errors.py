@@ -126,9 +126,16 @@ def _client_gone(request: Request, exc: Exception) -> Response:
 
 
 def _unhandled(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    log.error("unhandled error on %s", request.url.path, exc_info=exc)
+    request_id = getattr(request.state, "request_id", None)
+    # This answer is sent outside the middleware that adds the header, so it adds its own.
+    headers = {"X-Request-ID": request_id} if request_id else None
     return error_response(
-        request, 500, "internal server error; quote the request id when reporting it", type_="server_error"
+        request,
+        500,
+        "internal server error; quote the request id when reporting it",
+        type_="server_error",
+        headers=headers,
     )
 
 

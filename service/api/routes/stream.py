@@ -58,4 +58,10 @@ async def process_stream(body: ProcessRequest, pipeline: PipelineDep, settings: 
         InputTooLarge, ModelNotFound, ForbiddenTarget, InvalidInput, Overloaded: before the stream starts.
     """
     plan = await pipeline.prepare(job_from_request(body, settings))
-    return EventSourceResponse(_sse(pipeline, plan), ping=_KEEPALIVE_S, headers={"X-Accel-Buffering": "no"})
+    # On shutdown a job in progress runs to its summary; sse-starlette would otherwise cut the stream at once.
+    return EventSourceResponse(
+        _sse(pipeline, plan),
+        ping=_KEEPALIVE_S,
+        headers={"X-Accel-Buffering": "no"},
+        shutdown_grace_period=settings.shutdown_timeout_s,
+    )

@@ -23,10 +23,13 @@ from service.errors import ChunkserveError
 from service.events import job_events
 from service.pipeline import Pipeline
 from service.schemas import ProcessRequest
+from service.shutdown import Drain
 
 router = APIRouter(tags=["process"])
 log = logging.getLogger("chunkserve.ws")
 _POLICY_VIOLATION = 1008
+_SERVICE_RESTART = 1012
+_TRY_AGAIN_LATER = 1013
 
 
 def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
@@ -55,6 +58,7 @@ class _Session:
         while True:
             message = await self.outbox.get()
             await self.websocket.send_text(orjson.dumps(message).decode())
+            self.outbox.task_done()
 
     async def send(self, kind: str, job_id: str | None, **data: Any) -> None:
         await self.outbox.put({"type": kind, "job_id": job_id, **data})
@@ -101,6 +105,33 @@ class _Session:
                 continue
             self.jobs[job_id] = asyncio.create_task(self.run_job(job_id, request), name=f"ws-{job_id}")
 
+    async def finish(self) -> None:
+        """Let running jobs end and their messages go out (new jobs are refused: the registry is draining)."""
+        while self.jobs:
+            await asyncio.wait(list(self.jobs.values()))
+        await self.outbox.join()
+
+    async def serve(self, drain: Drain) -> None:
+        """Run jobs until the client leaves, or until a drain begins: then finish them and close the socket."""
+        receiver = asyncio.create_task(self.receive_loop(), name="ws-receive")
+        draining = asyncio.create_task(drain.wait(), name="ws-drain")
+        finishing: asyncio.Task[None] | None = None
+        try:
+            await asyncio.wait({receiver, draining}, return_when=asyncio.FIRST_COMPLETED)
+            if not receiver.done():
+                finishing = asyncio.create_task(self.finish(), name="ws-finish")
+                await asyncio.wait({receiver, finishing}, return_when=asyncio.FIRST_COMPLETED)
+                if finishing.done() and not receiver.done():
+                    await self.websocket.close(code=_SERVICE_RESTART, reason="server shutting down; reconnect")
+        finally:
+            tasks = [t for t in (receiver, draining, finishing) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+        error = None if receiver.cancelled() else receiver.exception()
+        if error is not None and not isinstance(error, WebSocketDisconnect):
+            raise error
+
     async def close(self) -> None:
         for task in list(self.jobs.values()):
             task.cancel()
@@ -126,13 +157,16 @@ async def jobs_socket(websocket: WebSocket) -> None:
     if not origin_allowed(websocket, settings.cors_origins):
         await websocket.close(code=_POLICY_VIOLATION, reason="origin not allowed")
         return
+    drain: Drain = websocket.state.drain
+    if drain.draining:
+        await websocket.close(code=_TRY_AGAIN_LATER, reason="server shutting down")
+        return
     await websocket.accept()
     session = _Session(websocket, websocket.state.pipeline, settings)
     writer = asyncio.create_task(session.writer())
     try:
-        await session.receive_loop()
-    except WebSocketDisconnect:
-        pass
+        with drain.session():
+            await session.serve(drain)
     finally:
         await session.close()
         writer.cancel()
