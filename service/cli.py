@@ -1,4 +1,4 @@
-"""The ``chunkserve`` command: serve | bench | fake-remote."""
+"""The ``chunkserve`` command: serve | token | bench | fake-remote."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 # Secrets stay out of command lines (visible in ps and shell history): environment only.
-ENV_ONLY = frozenset({"remote_api_keys"})
+ENV_ONLY = frozenset({"remote_api_keys", "api_keys", "jwt_secret"})
 
 
 def _flag(name: str) -> str:
@@ -95,12 +95,34 @@ def _serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=25,
         server_header=False,
+        ws_max_size=settings.max_ws_message_bytes,
     )
     server = uvicorn.Server(config)
     server.run()
     if failure:
         print(f"chunkserve: start-up failed: {failure[0]}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from service.security import hmac_secret, mint_token, parse_duration
+
+    settings = settings_from_args(argparse.Namespace())
+    if settings.jwt_secret is None:
+        raise SystemExit("chunkserve token: set CHUNKSERVE_JWT_SECRET (tokens are signed with the server's secret)")
+    try:
+        token = mint_token(
+            hmac_secret(settings.jwt_secret.get_secret_value()),
+            args.sub,
+            parse_duration(args.ttl),
+            algorithm=settings.jwt_algorithm or "HS256",
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"chunkserve token: {exc}") from None
+    print(token)
     return 0
 
 
@@ -125,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="Run the HTTP server.", description="Run the HTTP server.")
     add_settings_flags(serve)
     serve.set_defaults(func=_serve)
+
+    token = sub.add_parser(
+        "token",
+        help="Print a JWT signed with CHUNKSERVE_JWT_SECRET (development).",
+        description="Print a JWT for --sub signed with CHUNKSERVE_JWT_SECRET, with the configured aud and iss.",
+    )
+    token.add_argument("--sub", required=True, help="The token's subject (who it names).")
+    token.add_argument("--ttl", default="1h", help="Lifetime: 90, 45s, 30m, 1h or 2d [default: 1h].")
+    token.set_defaults(func=_token)
 
     fake = sub.add_parser("fake-remote", help="Run a fake remote AI API (tests, benchmarks).")
     fake.add_argument("--host", default="127.0.0.1")

@@ -10,7 +10,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service.api.auth import AuthMiddleware, access_from_settings
+from service.api.cors import install_cors
 from service.api.errors import install_error_handlers
+from service.api.limits import BodyLimitMiddleware
 from service.api.middleware import RequestIdMiddleware
 from service.api.routes import classify, embeddings, health, process, stream, ws
 from service.api.routes import metrics as metrics_route
@@ -36,7 +39,11 @@ def create_app(
     Models load in the background so ``/health`` answers at once and ``/ready`` says when they are warm.
     ``on_fatal`` is told when start-up fails (the CLI stops the server then; tests read ``/health``).
     ``resolver`` replaces DNS for outbound calls (tests).
+
+    Raises:
+        ValueError: unusable credentials settings (refused before anything loads or binds).
     """
+    access = access_from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -57,7 +64,13 @@ def create_app(
 
         loading = asyncio.create_task(load(), name="load-models")
         try:
-            yield {"registry": registry, "settings": settings, "metrics": metrics, "pipeline": pipeline}
+            yield {
+                "registry": registry,
+                "settings": settings,
+                "metrics": metrics,
+                "pipeline": pipeline,
+                "access": access,
+            }
         finally:
             if not loading.done():
                 loading.cancel()
@@ -73,7 +86,11 @@ def create_app(
         debug=False,
     )
     install_error_handlers(app)
+    # Outermost last: CORS, then the request id, then the body limit, then authentication.
+    app.add_middleware(AuthMiddleware, access=access)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    install_cors(app, settings)
     for module in (health, metrics_route, models_route, embeddings, classify, process, stream, ws):
         app.include_router(module.router)
     return app
