@@ -111,12 +111,13 @@ def _token(args: argparse.Namespace) -> int:
     settings = settings_from_args(argparse.Namespace())
     if settings.jwt_secret is None:
         raise SystemExit("chunkserve token: set CHUNKSERVE_JWT_SECRET (tokens are signed with the server's secret)")
+    algorithm = settings.jwt_algorithm or "HS256"
     try:
         token = mint_token(
-            hmac_secret(settings.jwt_secret.get_secret_value()),
+            hmac_secret(settings.jwt_secret.get_secret_value(), algorithm),
             args.sub,
             parse_duration(args.ttl),
-            algorithm=settings.jwt_algorithm or "HS256",
+            algorithm=algorithm,
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
         )

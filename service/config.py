@@ -311,7 +311,7 @@ class Settings(BaseSettings):
             )
         key: JwtKey
         if self.jwt_secret is not None:
-            key = hmac_secret(self.jwt_secret.get_secret_value())
+            key = hmac_secret(self.jwt_secret.get_secret_value(), self.jwt_algorithm or "HS256")
         else:
             assert self.jwt_public_key is not None
             key = load_public_key(self.jwt_public_key)

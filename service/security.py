@@ -29,7 +29,7 @@ HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 EC_ALGORITHMS = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 MIN_API_KEY_CHARS = 16
-MIN_HMAC_SECRET_BYTES = 32
+_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 # Browsers cannot set headers on a WebSocket: they offer the subprotocols ["bearer", TOKEN] instead.
 WS_BEARER_PROTOCOL = "bearer"
 
@@ -165,6 +165,8 @@ def load_public_key(value: str) -> PublicKey:
         raise ValueError("JWT public key is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         raise ValueError(f"JWT public key must be RSA or EC, not {type(key).__name__}")
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+        raise ValueError(f"JWT public key is RSA-{key.key_size}; use at least 2048 bits")
     return key
 
 
@@ -192,17 +194,18 @@ def jwt_algorithm(key: JwtKey, algorithm: str | None) -> str:
     return fitting
 
 
-def hmac_secret(secret: str) -> bytes:
-    """The HMAC key bytes.
+def hmac_secret(secret: str, algorithm: str = "HS256") -> bytes:
+    """The HMAC key bytes for ``algorithm``.
 
     Raises:
-        ValueError: shorter than ``MIN_HMAC_SECRET_BYTES`` (such secrets can be brute-forced offline).
+        ValueError: shorter than the algorithm's hash (RFC 7518 3.2); such secrets can be brute-forced offline.
     """
     key = secret.encode("utf-8")
-    if len(key) < MIN_HMAC_SECRET_BYTES:
+    least = _HMAC_MIN_BYTES.get(algorithm, _HMAC_MIN_BYTES["HS256"])
+    if len(key) < least:
         raise ValueError(
-            f"JWT secret has {len(key)} bytes; use at least {MIN_HMAC_SECRET_BYTES}, "
-            "e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            f"JWT secret has {len(key)} bytes; {algorithm} needs at least {least}, "
+            "e.g. python -c 'import secrets; print(secrets.token_urlsafe(64))'"
         )
     return key
 
