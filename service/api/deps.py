@@ -60,5 +60,4 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
 JOB_SLOT = Depends(hold_job_slot)

@@ -16,8 +16,8 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from httpx_sse import connect_sse
 from fastapi import FastAPI
+from httpx_sse import connect_sse
 from starlette.routing import Route, WebSocketRoute
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
