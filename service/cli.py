@@ -106,7 +106,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from service.security import hmac_secret, mint_token, parse_duration
+    from service.credentials import hmac_secret
+    from service.security import mint_token, parse_duration
 
     settings = settings_from_args(argparse.Namespace())
     if settings.jwt_secret is None:

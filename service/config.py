@@ -13,18 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.base import Task
-from service.security import (
-    JwtKey,
-    JwtPolicy,
+from service.credentials import (
     SigningAlgorithm,
-    check_cors,
     hmac_secret,
-    is_loopback_host,
     jwt_algorithm,
     load_public_key,
     parse_api_keys,
     read_key_file,
 )
+from service.security import JwtKey, JwtPolicy, check_cors, is_loopback_host
 
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
 

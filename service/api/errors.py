@@ -110,7 +110,7 @@ async def send_error(scope: Scope, send: Send, exc: ChunkserveError, *, close: b
     kind = "http.response"
     if scope["type"] == "websocket":
         if "websocket.http.response" not in scope.get("extensions", {}):
-            await send({"type": "websocket.close", "code": 1008, "reason": exc.message})
+            await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
             return
         kind = "websocket.http.response"
     await send({"type": f"{kind}.start", "status": status, "headers": headers})

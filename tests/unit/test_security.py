@@ -1,4 +1,4 @@
-"""API keys, JWT verification (the attack matrix), minting, and the small parsers of service/security.py."""
+"""service/security.py and service/credentials.py: API keys, JWT verification (the attack matrix), key material."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from service.credentials import hmac_secret, jwt_algorithm, load_public_key, parse_api_keys
 from service.errors import AuthError
 from service.security import (
     Anonymous,
@@ -18,12 +19,8 @@ from service.security import (
     Principal,
     bearer_token,
     check_cors,
-    hmac_secret,
     is_loopback_host,
-    jwt_algorithm,
-    load_public_key,
     mint_token,
-    parse_api_keys,
     parse_duration,
     subprotocol_token,
 )
