@@ -1,4 +1,4 @@
-"""The ``chunkserve`` command: serve | bench | fake-remote."""
+"""The ``chunkserve`` command: serve | token | bench | fake-remote."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 # Secrets stay out of command lines (visible in ps and shell history): environment only.
-ENV_ONLY = frozenset({"remote_api_keys"})
+ENV_ONLY = frozenset({"remote_api_keys", "api_keys", "jwt_secret"})
 
 
 def _flag(name: str) -> str:
@@ -94,6 +94,29 @@ def _probe(args: argparse.Namespace) -> int:
         return 1
 
 
+def _token(args: argparse.Namespace) -> int:
+    from service.credentials import hmac_secret
+    from service.security import mint_token, parse_duration
+
+    settings = settings_from_args(argparse.Namespace())
+    if settings.jwt_secret is None:
+        raise SystemExit("chunkserve token: set CHUNKSERVE_JWT_SECRET (tokens are signed with the server's secret)")
+    algorithm = settings.jwt_algorithm or "HS256"
+    try:
+        token = mint_token(
+            hmac_secret(settings.jwt_secret.get_secret_value(), algorithm),
+            args.sub,
+            parse_duration(args.ttl),
+            algorithm=algorithm,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"chunkserve token: {exc}") from None
+    print(token)
+    return 0
+
+
 def _fake_remote(args: argparse.Namespace) -> int:
     from service.bench.fake_remote import serve_fake_remote
 
@@ -123,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--port", type=int, default=None, help="Port to probe [default: CHUNKSERVE_PORT or 8000].")
     probe.add_argument("--timeout", type=float, default=3.0, help="Seconds to wait for the answer.")
     probe.set_defaults(func=_probe)
+    token = sub.add_parser(
+        "token",
+        help="Print a JWT signed with CHUNKSERVE_JWT_SECRET (development).",
+        description="Print a JWT for --sub signed with CHUNKSERVE_JWT_SECRET, with the configured aud and iss.",
+    )
+    token.add_argument("--sub", required=True, help="The token's subject (who it names).")
+    token.add_argument("--ttl", default="1h", help="Lifetime: 90, 45s, 30m, 1h or 2d [default: 1h].")
+    token.set_defaults(func=_token)
 
     fake = sub.add_parser("fake-remote", help="Run a fake remote AI API (tests, benchmarks).")
     fake.add_argument("--host", default="127.0.0.1")

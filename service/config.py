@@ -13,6 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.base import Task
+from service.credentials import (
+    SigningAlgorithm,
+    hmac_secret,
+    jwt_algorithm,
+    load_public_key,
+    parse_api_keys,
+    read_key_file,
+)
+from service.security import JwtKey, JwtPolicy, check_cors, is_loopback_host
 
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
 
@@ -61,7 +70,10 @@ def _split_models(value: object) -> object:
 class Settings(BaseSettings):
     """Everything chunkserve can be told, from flags, ``CHUNKSERVE_*`` variables or a ``.env`` file."""
 
-    model_config = SettingsConfigDict(env_prefix="CHUNKSERVE_", env_file=".env", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused setting must not print the secrets next to it.
+    model_config = SettingsConfigDict(
+        env_prefix="CHUNKSERVE_", env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = Field(default="127.0.0.1", description="Address to bind. Use 0.0.0.0 to expose the server.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to bind (0 picks a free one).")
@@ -156,6 +168,67 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated browser origins allowed to call the API and open WebSockets (none by default).",
     )
+    cors_methods: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["GET", "POST"], description="Comma-separated HTTP methods allowed from those origins."
+    )
+    cors_headers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["Authorization", "Content-Type", "X-Request-ID"],
+        description="Comma-separated request headers allowed from those origins.",
+    )
+    cors_allow_credentials: bool = Field(
+        default=False, description="Let browsers send cookies/credentials cross-origin (never with origin *)."
+    )
+    auth_mode: Literal["none", "api-key", "jwt"] = Field(
+        default="none",
+        description=(
+            "How callers authenticate: none (refused on a non-loopback host unless --insecure), "
+            "api-key (Authorization: Bearer KEY) or jwt (Authorization: Bearer JWT)."
+        ),
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys, each KEY or NAME:KEY, at least 16 characters (environment only).",
+    )
+    api_key_file: Path | None = Field(
+        default=None, description="File of API keys, one KEY or NAME:KEY per line (# comments), added to api_keys."
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret (>= 32 bytes) that JWTs are signed with, HS256 (environment only)."
+    )
+    jwt_public_key: str | None = Field(
+        default=None,
+        description="PEM public key, or the path of a PEM file, that JWTs are verified with (RSA: RS256, EC: ES256).",
+    )
+    jwt_algorithm: SigningAlgorithm | None = Field(
+        default=None,
+        description="The one JWT algorithm accepted. Unset: HS256 for a secret, RS256 or ES256/384/512 for a key.",
+    )
+    jwt_audience: str | None = Field(default=None, description="Required aud claim of JWTs (unchecked when unset).")
+    jwt_issuer: str | None = Field(default=None, description="Required iss claim of JWTs (unchecked when unset).")
+    jwt_leeway_s: float = Field(default=10.0, ge=0, le=300, description="Clock skew allowed on exp and nbf.")
+    auth_metrics: bool = Field(
+        default=False, description="Require credentials on /metrics too (/health and /ready stay open)."
+    )
+    insecure: bool = Field(
+        default=False, description="Allow auth_mode none on a non-loopback host (only behind an authenticating proxy)."
+    )
+    rate_limit_per_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Requests per second per caller (key, token sub, or address with auth none); 0: no limit.",
+    )
+    rate_limit_burst: int = Field(default=20, ge=1, description="Requests a caller may send at once above the rate.")
+    max_jobs_per_caller: int = Field(
+        default=32,
+        ge=0,
+        description="Jobs (/v1/process, its stream, WebSocket jobs) one caller may run at once; 0: no limit; 429 over.",
+    )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest request body, in bytes (413, before it is read)."
+    )
+    max_ws_message_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Largest WebSocket message, in bytes."
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         default="info", description="Log level of chunkserve and uvicorn."
     )
@@ -183,7 +256,7 @@ class Settings(BaseSettings):
     def _parse_models(cls, value: object) -> object:
         return _split_models(value)
 
-    @field_validator("remote_allowlist", "cors_origins", mode="before")
+    @field_validator("remote_allowlist", "cors_origins", "cors_methods", "cors_headers", "api_keys", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -218,6 +291,60 @@ class Settings(BaseSettings):
                 "raise CHUNKSERVE_BATCH_WINDOW or lower CHUNKSERVE_MAX_BATCH_SIZE"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        if self.auth_mode == "none" and not self.insecure and not is_loopback_host(self.host):
+            raise ValueError(
+                f"refusing to serve on {self.host} without authentication: anyone who can reach it could run the "
+                "models and make it call URLs. Set CHUNKSERVE_AUTH_MODE=api-key or jwt, or pass --insecure "
+                "(CHUNKSERVE_INSECURE=true) if a proxy in front of it authenticates callers"
+            )
+        if self.auth_mode == "api-key":
+            self.api_key_table()
+        elif self.auth_mode == "jwt":
+            self.jwt_verification()
+        check_cors(self.cors_origins, self.cors_methods, self.cors_headers, self.cors_allow_credentials)
+        return self
+
+    def api_key_table(self) -> dict[str, str]:
+        """The API keys, from CHUNKSERVE_API_KEYS and the keys file, by name.
+
+        Raises:
+            ValueError: no keys, an unreadable file, or a bad key (the message never shows a key).
+        """
+        entries = [key.get_secret_value() for key in self.api_keys]
+        if self.api_key_file is not None:
+            entries += read_key_file(self.api_key_file)
+        keys = parse_api_keys(entries)
+        if not keys:
+            raise ValueError("auth_mode api-key needs keys: set CHUNKSERVE_API_KEYS or CHUNKSERVE_API_KEY_FILE")
+        return keys
+
+    def jwt_verification(self) -> tuple[JwtKey, JwtPolicy]:
+        """The key and the policy JWTs are checked against.
+
+        Raises:
+            ValueError: neither or both of a secret and a public key, or one that does not fit the algorithm.
+        """
+        if (self.jwt_secret is None) == (self.jwt_public_key is None):
+            raise ValueError(
+                "auth_mode jwt needs exactly one of CHUNKSERVE_JWT_SECRET (HS256) or CHUNKSERVE_JWT_PUBLIC_KEY "
+                "(RS256/ES256)"
+            )
+        key: JwtKey
+        if self.jwt_secret is not None:
+            key = hmac_secret(self.jwt_secret.get_secret_value(), self.jwt_algorithm or "HS256")
+        else:
+            assert self.jwt_public_key is not None
+            key = load_public_key(self.jwt_public_key)
+        policy = JwtPolicy(
+            algorithm=jwt_algorithm(key, self.jwt_algorithm),
+            audience=self.jwt_audience,
+            issuer=self.jwt_issuer,
+            leeway_s=self.jwt_leeway_s,
+        )
+        return key, policy
 
     def model_entries(self) -> list[ModelEntry]:
         """The configured models, or the packaged default when none is configured."""

@@ -2,6 +2,8 @@
 
     ChunkserveError
     ├── Overloaded            the work queue is full; try again after ``retry_after_s``
+    ├── RateLimited           this caller is over its request rate or its running-jobs limit
+    ├── AuthError             no credentials, or credentials that do not verify (never says which check failed)
     ├── ShuttingDown          the server is draining and takes no new work
     ├── ModelNotFound         no model is served under that id
     ├── InvalidInput          a request value is unusable (``field`` names it)
@@ -32,6 +34,25 @@ class Overloaded(ChunkserveError):
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RateLimited(ChunkserveError):
+    """This caller sent too much too fast, or runs too many jobs at once; retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class AuthError(ChunkserveError):
+    """The request carries no credentials, or credentials that do not verify.
+
+    ``message`` is what the caller sees and is the same for every failure; ``reason`` is for the server's log.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("missing or invalid credentials")
+        self.reason = reason
 
 
 class ShuttingDown(ChunkserveError):

@@ -45,6 +45,9 @@ def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
         ws=_ws_protocol(),  # type: ignore[arg-type]
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
         server_header=False,
+        # Up to twice the limit the app answers with an error message and keeps the socket; past that the
+        # protocol layer closes it (1009) before buffering any more.
+        ws_max_size=2 * settings.max_ws_message_bytes,
     )
 
 

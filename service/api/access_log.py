@@ -82,7 +82,8 @@ class AccessLogMiddleware:
             principal = state.get("principal")
             fields: dict[str, Any] = {
                 "request_id": state.get("request_id"),
-                "principal": None if principal is None else str(principal),
+                # Who authenticated (key name or token subject); anonymous callers are just their address.
+                "principal": _principal(principal),
                 "method": method,
                 "route": route,
                 "path": scope.get("path"),
@@ -93,3 +94,10 @@ class AccessLogMiddleware:
             if failed:
                 fields["error"] = True
             log.info("%s %s %s", method, scope.get("path"), status, extra={"fields": fields})
+
+
+def _principal(principal: object) -> str | None:
+    key = getattr(principal, "key", None)
+    if key is None or getattr(principal, "kind", None) == "anonymous":
+        return None
+    return str(key)

@@ -11,7 +11,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.api.access_log import AccessLogMiddleware
+from service.api.auth import AuthMiddleware, access_from_settings
+from service.api.cors import install_cors
 from service.api.errors import install_error_handlers
+from service.api.limits import BodyLimitMiddleware
 from service.api.middleware import RequestIdMiddleware
 from service.api.routes import classify, embeddings, health, process, stream, ws
 from service.api.routes import metrics as metrics_route
@@ -38,8 +41,12 @@ def create_app(
     Models load in the background so ``/health`` answers at once and ``/ready`` says when they are warm.
     ``on_fatal`` is told when start-up fails (the CLI stops the server then; tests read ``/health``).
     ``resolver`` replaces DNS for outbound calls (tests). ``app.state.drain`` is what a signal handler begins.
+
+    Raises:
+        ValueError: unusable credentials settings (refused before anything loads or binds).
     """
     drain = Drain()
+    access = access_from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -70,6 +77,7 @@ def create_app(
                 "metrics": metrics,
                 "pipeline": pipeline,
                 "drain": drain,
+                "access": access,
             }
         finally:
             drain.begin()
@@ -87,9 +95,13 @@ def create_app(
         debug=False,
     )
     install_error_handlers(app)
+    # Outermost last: CORS, then the request id, then the body limit, then authentication.
+    app.add_middleware(AuthMiddleware, access=access)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(AccessLogMiddleware)
     app.state.drain = drain
+    install_cors(app, settings)
     for module in (health, metrics_route, models_route, embeddings, classify, process, stream, ws):
         app.include_router(module.router)
     return app

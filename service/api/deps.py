@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.api.auth import Access
 from service.config import Settings
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.registry import ModelRegistry
+from service.security import Principal
 
 
 def get_registry(request: Request) -> ModelRegistry:
@@ -36,7 +39,25 @@ def get_pipeline(request: Request) -> Pipeline:
     return pipeline
 
 
+def get_principal(request: Request) -> Principal:
+    """The caller, authenticated by ``AuthMiddleware`` before the route was reached."""
+    principal: Principal = request.state.principal
+    return principal
+
+
+async def hold_job_slot(request: Request) -> AsyncIterator[None]:
+    """One of the caller's running-job slots, held until the answer (a whole stream, too) has been sent.
+
+    Raises:
+        RateLimited: the caller already runs as many jobs as it may.
+    """
+    access: Access = request.state.access
+    with access.slots.hold(get_principal(request).key):
+        yield
+
+
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
+JOB_SLOT = Depends(hold_job_slot)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import orjson
@@ -10,9 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Scope, Send
 
 from service.api.disconnect import ClientGone
 from service.errors import (
+    AuthError,
     BatchFailed,
     ChunkserveError,
     DeadlineExceeded,
@@ -21,6 +24,7 @@ from service.errors import (
     InvalidInput,
     ModelNotFound,
     Overloaded,
+    RateLimited,
     ShuttingDown,
     UpstreamError,
 )
@@ -29,6 +33,8 @@ log = logging.getLogger("chunkserve.errors")
 
 # Most specific first: the first matching class decides (InputTooLarge before InvalidInput).
 STATUS_TABLE: list[tuple[type[ChunkserveError], int, str, str]] = [
+    (AuthError, 401, "authentication_error", "invalid_credentials"),
+    (RateLimited, 429, "rate_limit_error", "rate_limit_exceeded"),
     (Overloaded, 503, "server_overloaded", "overloaded"),
     (ShuttingDown, 503, "server_unavailable", "unavailable"),
     (ModelNotFound, 404, "invalid_request_error", "model_not_found"),
@@ -39,6 +45,12 @@ STATUS_TABLE: list[tuple[type[ChunkserveError], int, str, str]] = [
     (UpstreamError, 502, "upstream_error", "upstream_error"),
     (BatchFailed, 500, "server_error", "model_error"),
 ]
+
+
+def _body(message: str, type_: str, param: str | None, code: str | None, request_id: str | None) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}, "request_id": request_id}
+    )
 
 
 def error_response(
@@ -52,27 +64,57 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """One JSON error body, OpenAI's shape plus the request id."""
-    body = {
-        "error": {"message": message, "type": type_, "param": param, "code": code},
-        "request_id": getattr(request.state, "request_id", None),
-    }
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    body = _body(message, type_, param, code, getattr(request.state, "request_id", None))
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-def _domain_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ChunkserveError)
+def describe_error(exc: ChunkserveError) -> tuple[int, str, str, dict[str, str] | None]:
+    """Status, error type, error code and extra headers of a domain error, from the table."""
     status, type_, code = next(
         ((s, t, c) for cls, s, t, c in STATUS_TABLE if isinstance(exc, cls)),
         (500, "server_error", "internal_error"),
     )
     headers = None
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, AuthError):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, RateLimited):
+        # Rounded up: a client that comes back exactly then must not be refused again.
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    elif isinstance(exc, Overloaded):
         headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
     elif isinstance(exc, ShuttingDown):
         headers = {"Retry-After": "5"}
+    return status, type_, code, headers
+
+
+def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ChunkserveError)
+    status, type_, code, headers = describe_error(exc)
     if status >= 500:
         log.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc.message)
     return error_response(request, status, exc.message, type_=type_, param=exc.field, code=code, headers=headers)
+
+
+async def send_error(scope: Scope, send: Send, exc: ChunkserveError, *, close: bool = False) -> None:
+    """Answer a domain error from ASGI middleware (outside the handlers above), by the same table.
+
+    A refused WebSocket handshake gets an HTTP answer where the server supports that, else a policy-violation
+    close. ``close`` asks the server to drop the connection afterwards (for a body still on its way).
+    """
+    status, type_, code, extra = describe_error(exc)
+    body = _body(exc.message, type_, exc.field, code, scope.get("state", {}).get("request_id"))
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(name.lower().encode(), value.encode()) for name, value in (extra or {}).items()]
+    if close:
+        headers.append((b"connection", b"close"))
+    kind = "http.response"
+    if scope["type"] == "websocket":
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
+            return
+        kind = "websocket.http.response"
+    await send({"type": f"{kind}.start", "status": status, "headers": headers})
+    await send({"type": f"{kind}.body", "body": body, "more_body": False})
 
 
 def _is_union_tag(part: object) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.api.deps import PipelineDep, SettingsDep
+from service.api.deps import JOB_SLOT, PipelineDep, SettingsDep
 from service.api.disconnect import cancel_on_disconnect
 from service.chunking import Strategy
 from service.config import Settings
@@ -21,7 +21,9 @@ from service.schemas import (
 )
 
 router = APIRouter(tags=["process"])
-_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (404, 413, 422, 503)}
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (401, 404, 413, 422, 429, 503)
+}
 
 
 def job_from_request(body: ProcessRequest, settings: Settings) -> Job:
@@ -60,8 +62,8 @@ def job_from_request(body: ProcessRequest, settings: Settings) -> Job:
     )
 
 
-@router.post("/v1/process", response_model=ProcessResponse, responses=_ERRORS)
-@router.post("/process/", response_model=ProcessResponse, responses=_ERRORS)
+@router.post("/v1/process", response_model=ProcessResponse, responses=_ERRORS, dependencies=[JOB_SLOT])
+@router.post("/process/", response_model=ProcessResponse, responses=_ERRORS, dependencies=[JOB_SLOT])
 async def process(
     body: ProcessRequest, request: Request, pipeline: PipelineDep, settings: SettingsDep
 ) -> ProcessResponse:
@@ -69,6 +71,7 @@ async def process(
 
     Raises:
         InputTooLarge, ModelNotFound, ForbiddenTarget, InvalidInput, Overloaded: before any chunk is sent.
+        RateLimited: the caller already runs its most jobs at once.
     """
     plan = await pipeline.prepare(job_from_request(body, settings))
     results = await cancel_on_disconnect(request, pipeline.collect(plan))

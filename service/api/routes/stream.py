@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from service.api.deps import PipelineDep, SettingsDep
+from service.api.deps import JOB_SLOT, PipelineDep, SettingsDep
 from service.api.routes.process import job_from_request
 from service.errors import ChunkserveError
 from service.events import job_events
@@ -18,7 +18,9 @@ from service.schemas import ErrorResponse, ProcessRequest
 
 router = APIRouter(tags=["process"])
 log = logging.getLogger("chunkserve.stream")
-_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (404, 413, 422, 503)}
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (401, 404, 413, 422, 429, 503)
+}
 _KEEPALIVE_S = 10
 
 
@@ -45,8 +47,9 @@ async def _sse(pipeline: Pipeline, plan: Plan) -> AsyncIterator[ServerSentEvent]
     "/v1/process/stream",
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS},
+    dependencies=[JOB_SLOT],
 )
-@router.post("/stream/", response_class=EventSourceResponse, responses=_ERRORS)
+@router.post("/stream/", response_class=EventSourceResponse, responses=_ERRORS, dependencies=[JOB_SLOT])
 async def process_stream(body: ProcessRequest, pipeline: PipelineDep, settings: SettingsDep) -> EventSourceResponse:
     """Like /v1/process, but each chunk's result is sent as a ``result`` event the moment it finishes.
 
@@ -56,6 +59,7 @@ async def process_stream(body: ProcessRequest, pipeline: PipelineDep, settings: 
 
     Raises:
         InputTooLarge, ModelNotFound, ForbiddenTarget, InvalidInput, Overloaded: before the stream starts.
+        RateLimited: the caller already runs its most jobs at once (the slot is held until the stream ends).
     """
     plan = await pipeline.prepare(job_from_request(body, settings))
     # On shutdown a job in progress runs to its summary; sse-starlette would otherwise cut the stream at once.

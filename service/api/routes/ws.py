@@ -3,6 +3,8 @@
 Client → server: a JSON job (the /v1/process body, plus an optional ``job_id``) or plain text (defaults).
 Server → client: ``{"type": "step" | "progress" | "result" | "done" | "error", "job_id": ..., ...}``.
 A bad message gets an ``error`` and the socket stays open; closing the socket cancels its jobs.
+Credentials are checked on connect (``service/api/auth.py``); each job counts against the caller's request rate
+and running-jobs limit, and a refused job gets an ``error`` of type ``RateLimited`` with ``retry_after_s``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
+from service.api.auth import Access
 from service.api.routes.process import job_from_request
 from service.config import Settings
-from service.errors import ChunkserveError
+from service.errors import ChunkserveError, InputTooLarge, InvalidInput, RateLimited
 from service.events import job_events
 from service.pipeline import Pipeline
 from service.schemas import ProcessRequest
+from service.security import WS_BEARER_PROTOCOL, Principal
 from service.shutdown import Drain
 
 router = APIRouter(tags=["process"])
@@ -46,10 +50,14 @@ def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
 class _Session:
     """One connection: a single writer, one task per job, all cancelled when the socket goes."""
 
-    def __init__(self, websocket: WebSocket, pipeline: Pipeline, settings: Settings) -> None:
+    def __init__(
+        self, websocket: WebSocket, pipeline: Pipeline, settings: Settings, access: Access, principal: Principal
+    ) -> None:
         self.websocket = websocket
         self.pipeline = pipeline
         self.settings = settings
+        self.access = access
+        self.principal = principal
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1024)
         self.jobs: dict[str, asyncio.Task[None]] = {}
         self._ids = itertools.count(1)
@@ -73,27 +81,53 @@ class _Session:
 
     async def run_job(self, job_id: str, request: ProcessRequest) -> None:
         try:
-            plan = await self.pipeline.prepare(job_from_request(request, self.settings))
-            async for event in job_events(self.pipeline, plan):
-                if event.kind == "summary":
-                    await self.send("done", job_id, **event.data)
-                else:
-                    await self.send(event.kind, job_id, **event.data)
+            with self.access.slots.hold(self.principal.key):
+                plan = await self.pipeline.prepare(job_from_request(request, self.settings))
+                async for event in job_events(self.pipeline, plan):
+                    if event.kind == "summary":
+                        await self.send("done", job_id, **event.data)
+                    else:
+                        await self.send(event.kind, job_id, **event.data)
         except ChunkserveError as exc:
-            await self.send(
-                "error", job_id, error={"type": type(exc).__name__, "message": exc.message, "param": exc.field}
-            )
+            await self.send_error(job_id, exc)
         except Exception:
             log.exception("websocket job %s failed", job_id)
             await self.send("error", job_id, error={"type": "internal", "message": "the job failed"})
         finally:
             self.jobs.pop(job_id, None)
 
+    async def send_error(self, job_id: str | None, exc: ChunkserveError) -> None:
+        error: dict[str, Any] = {"type": type(exc).__name__, "message": exc.message, "param": exc.field}
+        if isinstance(exc, RateLimited):
+            error["retry_after_s"] = round(exc.retry_after_s, 3)
+        await self.send("error", job_id, error=error)
+
+    async def receive_text(self) -> str:
+        """The next text message.
+
+        Raises:
+            WebSocketDisconnect: the client left.
+            InputTooLarge, InvalidInput: an oversized or a binary message (the socket stays open).
+        """
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+        text = message.get("text")
+        size = len(text.encode()) if text is not None else len(message.get("bytes") or b"")
+        limit = self.settings.max_ws_message_bytes
+        if size > limit:
+            raise InputTooLarge(f"message has {size} bytes; at most {limit}", field="message")
+        if text is None:
+            raise InvalidInput("send jobs as text messages (JSON or plain text), not binary", field="message")
+        return str(text)
+
     async def receive_loop(self) -> None:
         while True:
-            raw = await self.websocket.receive_text()
-            if len(raw) > self.settings.max_text_chars + 65_536:
-                await self.send("error", None, error={"type": "InputTooLarge", "message": "message too large"})
+            try:
+                raw = await self.receive_text()
+                self.access.buckets.take(self.principal.key)
+            except ChunkserveError as exc:
+                await self.send_error(None, exc)
                 continue
             try:
                 job_id, request = self.parse(raw)
@@ -161,8 +195,11 @@ async def jobs_socket(websocket: WebSocket) -> None:
     if drain.draining:
         await websocket.close(code=_TRY_AGAIN_LATER, reason="server shutting down")
         return
-    await websocket.accept()
-    session = _Session(websocket, websocket.state.pipeline, settings)
+    # A browser that sent its token as subprotocols gets "bearer" back, never the token.
+    offered = websocket.scope.get("subprotocols", [])
+    await websocket.accept(subprotocol=WS_BEARER_PROTOCOL if WS_BEARER_PROTOCOL in offered else None)
+    principal: Principal = websocket.state.principal
+    session = _Session(websocket, websocket.state.pipeline, settings, websocket.state.access, principal)
     writer = asyncio.create_task(session.writer())
     try:
         with drain.session():
