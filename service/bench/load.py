@@ -88,10 +88,13 @@ async def closed_loop(
     requests: int | None = None,
     duration_s: float | None = None,
     timeout_s: float = 60.0,
+    headers: dict[str, str] | None = None,
 ) -> PhaseResult:
     """Drive ``/v1/embeddings`` with ``concurrency`` closed-loop clients, one input per request."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits, trust_env=False) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=timeout_s, limits=limits, trust_env=False, headers=headers
+    ) as client:
         # Warm the connections (and the server's code paths) outside the measured window.
         await asyncio.gather(
             *(client.post("/v1/embeddings", json={"input": t, "model": model}) for t in texts[:concurrency])

@@ -29,7 +29,12 @@ def _one_request(client: httpx.Client, url: str, remote: str, chunks: int, chunk
 
 
 def run_process_scenario(
-    *, chunks: int = 1000, latency_ms: float = 200.0, limits: tuple[int, ...] = (1000, 100), repeats: int = 20
+    *,
+    headers: dict[str, str] | None = None,
+    chunks: int = 1000,
+    latency_ms: float = 200.0,
+    limits: tuple[int, ...] = (1000, 100),
+    repeats: int = 20,
 ) -> dict[str, Any]:
     """For each per-host limit: time ``repeats`` requests of ``chunks`` chunks, and the server's RSS."""
     report: dict[str, Any] = {"chunks": chunks, "remote_latency_ms": latency_ms, "runs": []}
@@ -40,7 +45,10 @@ def run_process_scenario(
                 "CHUNKSERVE_REMOTE_PER_HOST_LIMIT": str(limit),
                 "CHUNKSERVE_MAX_CHUNKS": str(max(chunks, 10_000)),
             }
-            with spawned(["serve"], "/ready", env=env) as (url, proc), httpx.Client(timeout=120, trust_env=False) as c:
+            with (
+                spawned(["serve"], "/ready", env=env) as (url, proc),
+                httpx.Client(timeout=120, trust_env=False, headers=headers) as c,
+            ):
                 _one_request(c, url, remote, chunks, 10)  # warm connections and code paths
                 rss_before = rss_bytes(proc.pid)
                 times = [_one_request(c, url, remote, chunks, 10) for _ in range(repeats)]
@@ -90,12 +98,14 @@ def _stream_once(client: httpx.Client, url: str, remote: str, chunks: int) -> tu
     return first, total
 
 
-def run_stream_scenario(*, chunks: int = 100, latency_ms: float = 200.0, repeats: int = 10) -> dict[str, Any]:
+def run_stream_scenario(
+    *, headers: dict[str, str] | None = None, chunks: int = 100, latency_ms: float = 200.0, repeats: int = 10
+) -> dict[str, Any]:
     """Time to the first ``result`` event and to the end of the stream, for one job of ``chunks`` chunks."""
     with (
         spawned(["fake-remote", "--latency-ms", str(latency_ms)], "/_stats") as (remote, _),
         spawned(["serve"], "/ready", env={"CHUNKSERVE_REMOTE_ALLOWLIST": "127.0.0.1"}) as (url, _),
-        httpx.Client(timeout=120, trust_env=False) as client,
+        httpx.Client(timeout=120, trust_env=False, headers=headers) as client,
     ):
         _stream_once(client, url, remote, chunks)
         runs = [_stream_once(client, url, remote, chunks) for _ in range(repeats)]

@@ -31,6 +31,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="Server to measure.")
     parser.add_argument("--spawn", action="store_true", help="Start a server (CHUNKSERVE_* settings) for the run.")
     parser.add_argument("--model", default=DEFAULT_MODEL_ID, help="Model id to send requests to.")
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="Bearer credential (an API key or a JWT) for a server with authentication on.",
+    )
     parser.add_argument("--concurrency", default="1,8,32,64", help="Comma-separated client counts.")
     parser.add_argument("--requests", type=int, default=300, help="Requests per concurrency level.")
     parser.add_argument("--duration", type=float, default=None, help="Seconds per level (instead of --requests).")
@@ -85,19 +90,22 @@ def _write(out: Path | None, report: dict[str, Any]) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark the flags describe; print a table and optionally write JSON."""
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else None
     if args.scenario == "process":
         from service.bench.process import run_process_scenario
 
         limits = tuple(int(x) for x in str(args.limits).split(",") if x.strip())
         result = run_process_scenario(
-            chunks=args.chunks, latency_ms=args.remote_latency_ms, limits=limits, repeats=args.repeats
+            headers=headers, chunks=args.chunks, latency_ms=args.remote_latency_ms, limits=limits, repeats=args.repeats
         )
         _write(args.out, {"scenario": "process", "machine": _machine(), **result})
         return 0
     if args.scenario == "stream":
         from service.bench.process import run_stream_scenario
 
-        result = run_stream_scenario(chunks=args.chunks, latency_ms=args.remote_latency_ms, repeats=args.repeats)
+        result = run_stream_scenario(
+            headers=headers, chunks=args.chunks, latency_ms=args.remote_latency_ms, repeats=args.repeats
+        )
         _write(args.out, {"scenario": "stream", "machine": _machine(), **result})
         return 0
     levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
@@ -124,7 +132,9 @@ def run_bench(args: argparse.Namespace) -> int:
         phases = []
         for level in levels:
             phase = asyncio.run(
-                closed_loop(url, args.model, texts, level, requests=args.requests, duration_s=args.duration)
+                closed_loop(
+                    url, args.model, texts, level, requests=args.requests, duration_s=args.duration, headers=headers
+                )
             )
             phases.append(phase)
         report["server"] = [p.as_dict() for p in phases]
