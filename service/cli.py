@@ -1,4 +1,4 @@
-"""The ``chunkserve`` command: serve | bench | fake-remote."""
+"""The ``chunkserve`` command: serve | run | bench | fake-remote."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,10 +28,10 @@ def _flag(name: str) -> str:
     return "--model" if name == "models" else "--" + name.replace("_", "-")
 
 
-def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Settings field, its help taken from the field's description."""
+def add_settings_flags(parser: argparse.ArgumentParser, skip: Collection[str] = ()) -> None:
+    """One flag per Settings field (but those in ``skip``), its help taken from the field's description."""
     for name, field in Settings.model_fields.items():
-        if name in ENV_ONLY:
+        if name in ENV_ONLY or name in skip:
             continue
         env = f"CHUNKSERVE_{name.upper()}"
         default = "none" if field.default is None else field.default
@@ -104,6 +104,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from service.offline.command import run_command
+
+    # The run draws its own progress bar; the model loader's bars would only interleave with it.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+    return run_command(args, settings_from_args(args))
+
+
 def _fake_remote(args: argparse.Namespace) -> int:
     from service.bench.fake_remote import serve_fake_remote
 
@@ -125,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="Run the HTTP server.", description="Run the HTTP server.")
     add_settings_flags(serve)
     serve.set_defaults(func=_serve)
+
+    from service.offline.command import SERVER_ONLY, add_run_arguments
+
+    offline = sub.add_parser("run", help="Process files offline into JSONL (no server, no HTTP).")
+    add_run_arguments(offline)
+    add_settings_flags(offline, skip=SERVER_ONLY)
+    offline.set_defaults(func=_run)
 
     fake = sub.add_parser("fake-remote", help="Run a fake remote AI API (tests, benchmarks).")
     fake.add_argument("--host", default="127.0.0.1")
