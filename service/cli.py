@@ -107,9 +107,6 @@ def _serve(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from service.offline.command import run_command
 
-    # The run draws its own progress bar; the model loader's bars would only interleave with it.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
     return run_command(args, settings_from_args(args))
 
 

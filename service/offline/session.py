@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.config import Settings
+from service.errors import ModelNotFound
 from service.metrics import Metrics
 from service.offline.options import RunOptions, Summary
 from service.offline.reader import check_inputs
@@ -33,7 +34,7 @@ async def run_async(
 
     Raises:
         FileExistsError: the output exists and neither ``resume`` nor ``overwrite`` is set.
-        ValueError: an input cannot be read (see ``check_inputs``).
+        ValueError: an input cannot be read (see ``check_inputs``), or a target names no loaded model.
         OSError: the output cannot be written.
     """
     check_inputs(options.inputs)
@@ -66,6 +67,12 @@ async def run_async(
         if _needs_local(options, settings):
             await load_engines(settings, registry, loader, Metrics())
         registry.phase = Phase.READY
+        for target in options.targets:
+            if isinstance(target, LocalTarget):
+                try:
+                    registry.get(target.model)
+                except ModelNotFound as exc:
+                    raise ValueError(f"--target {target.model!r}: {exc.message}") from None
         loaded = time.perf_counter()
         writer = ResultWriter(output, append=options.resume)
         try:

@@ -14,7 +14,6 @@ from service.offline.command import _target
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # `run` sets it otherwise, for the rest of the session
     for key in list(os.environ):
         if key.startswith("CHUNKSERVE_"):
             monkeypatch.delenv(key)
