@@ -44,6 +44,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limits", default="1000,100", help="process: per-host limits to compare.")
     parser.add_argument("--repeats", type=int, default=20, help="process: requests per limit.")
     parser.add_argument("--scale", type=int, default=10, help="offline: size of the larger corpus, in corpora.")
+    parser.add_argument("--rounds", type=int, default=2, help="offline: alternations of ceiling and 1x run.")
     parser.add_argument(
         "--chunk-size", type=int, default=2000, help="offline: chunk size in characters (2000 keeps each text whole)."
     )
@@ -114,6 +115,7 @@ def run_bench(args: argparse.Namespace) -> int:
             scale=args.scale,
             chunk_size=args.chunk_size,
             raw_inputs=args.raw_inputs,
+            rounds=args.rounds,
             measure_raw=lambda texts: _measure_raw(args.model, texts),
         )
         _write(args.out, {"scenario": "offline", "machine": _machine(), **result})

@@ -130,6 +130,7 @@ class Summary:
     elapsed_s: float = 0.0
     interrupted: str | None = None
     errors: list[str] = field(default_factory=list)
+    models: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def chunks_per_s(self) -> float:
@@ -161,4 +162,10 @@ class Summary:
         if self.already_done:
             parts.append(f"{self.already_done} documents already in the output")
         parts.append(f"{self.elapsed_s:.1f} s, {self.chunks_per_s:.1f} chunks/s (models loaded in {self.load_s:.1f} s)")
+        for model, stats in self.models.items():
+            if stats["batches"]:
+                parts.append(
+                    f"{model}: {stats['batches']} batches of {stats['mean_batch_size']} on average, computing "
+                    f"{stats['busy_share']:.0%} of the time, {stats['padding_share']:.0%} padding"
+                )
         return "; ".join(parts)

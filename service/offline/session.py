@@ -23,6 +23,22 @@ from service.runtime import Loader, build_pipeline, default_loader, load_engines
 _SIGNALS = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
 
+def model_stats(metrics: Metrics, model_id: str, elapsed_s: float) -> dict[str, float]:
+    """How a model's batcher did: batches, mean batch size, share of the run the model computed, padding share."""
+
+    def value(name: str) -> float:
+        return metrics.registry.get_sample_value(name, {"model": model_id}) or 0.0
+
+    batches, inputs = value("chunkserve_batch_size_count"), value("chunkserve_batch_size_sum")
+    padding, real = value("chunkserve_padding_tokens_total"), value("chunkserve_input_tokens_total")
+    return {
+        "batches": int(batches),
+        "mean_batch_size": round(inputs / batches, 2) if batches else 0.0,
+        "busy_share": round(value("chunkserve_inference_seconds_sum") / elapsed_s, 3) if elapsed_s > 0 else 0.0,
+        "padding_share": round(padding / (padding + real), 3) if padding + real else 0.0,
+    }
+
+
 def _needs_local(options: RunOptions, settings: Settings) -> bool:
     return bool(settings.models) or not options.targets or any(isinstance(t, LocalTarget) for t in options.targets)
 
@@ -48,6 +64,7 @@ async def run_async(
         trim_partial_line(output)
         index = load_index(output, with_means=options.aggregate is not None)
     registry = ModelRegistry(expected=[m.id for m in settings.model_entries()])
+    metrics = Metrics()
     pipeline, http = build_pipeline(settings, registry)
     loop = asyncio.get_running_loop()
     runner: Runner | None = None
@@ -65,7 +82,7 @@ async def run_async(
     try:
         started = time.perf_counter()
         if _needs_local(options, settings):
-            await load_engines(settings, registry, loader, Metrics())
+            await load_engines(settings, registry, loader, metrics)
         registry.phase = Phase.READY
         for target in options.targets:
             if isinstance(target, LocalTarget):
@@ -86,6 +103,7 @@ async def run_async(
             writer.close()
         runner.summary.elapsed_s = round(time.perf_counter() - loaded, 3)
         runner.summary.lines = writer.lines
+        runner.summary.models = {m: model_stats(metrics, m, runner.summary.elapsed_s) for m in registry.engines}
         return runner.summary
     finally:
         if handle_signals:
