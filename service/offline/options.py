@@ -77,7 +77,9 @@ class RunOptions:
         """
         stdin = rest.pop("stdin", None)
         if stdin is None and any(str(i) == "-" for i in inputs):
-            stdin = sys.stdin.buffer
+            # Unbuffered: a reader thread blocked in a buffered stdin's read holds its lock, and the interpreter
+            # aborts at exit if it finds that lock taken (an interrupt while the pipe is idle).
+            stdin = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
         return cls(
             inputs=tuple(inputs),
             output=Path(output),

@@ -106,7 +106,7 @@ def read_documents(
         if item == STDIN:
             if stdin is None:
                 raise ValueError("stdin (-) was given as an input but no stdin stream was passed")
-            yield from _jsonl(stdin, "<stdin>", text_field, id_field)
+            yield from _jsonl(split_lines(stdin), "<stdin>", text_field, id_field)
             continue
         path = Path(item)
         try:
@@ -135,6 +135,23 @@ def count_documents(inputs: Sequence[str | Path], exclude: Path | None = None) -
         except OSError:
             continue
     return total
+
+
+def split_lines(stream: BinaryIO, size: int = 1 << 16) -> Iterator[bytes]:
+    """The lines of ``stream``, each as soon as it has arrived (one ``read1``/raw ``read`` at a time)."""
+    read = getattr(stream, "read1", stream.read)
+    parts: list[bytes] = []
+    while chunk := read(size):
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            parts.append(chunk[start : end + 1])
+            yield b"".join(parts)
+            parts.clear()
+            start = end + 1
+        if start < len(chunk):
+            parts.append(chunk[start:])
+    if parts:
+        yield b"".join(parts)
 
 
 def _text_file(path: Path) -> Record:

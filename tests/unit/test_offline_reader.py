@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.offline.reader import BadRecord, Document, check_inputs, count_documents, read_documents
+from service.offline.reader import BadRecord, Document, check_inputs, count_documents, read_documents, split_lines
 
 
 @pytest.fixture
@@ -101,3 +101,28 @@ def test_a_file_of_another_kind_is_refused_by_name(tmp_path: Path) -> None:
     path.write_text("a,b", encoding="utf-8")
     with pytest.raises(ValueError, match=r"table\.csv.*not a \.txt, \.md or \.jsonl"):
         check_inputs([path])
+
+
+class _Trickle(io.RawIOBase):
+    """A pipe that hands out a few bytes per read, as a slow producer would."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step = data, step
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunk, self.data = self.data[: min(size, self.step)], self.data[min(size, self.step) :]
+        return chunk
+
+
+@pytest.mark.parametrize("step", [1, 3, 64])
+def test_stdin_lines_are_split_across_reads(step: int) -> None:
+    data = b'{"text": "a"}\n\n{"text": "bb"}\n{"text": "no newline"}'
+    assert list(split_lines(_Trickle(data, step), size=16)) == [
+        b'{"text": "a"}\n',
+        b"\n",
+        b'{"text": "bb"}\n',
+        b'{"text": "no newline"}',
+    ]
