@@ -242,3 +242,51 @@ async def test_the_plain_entry_point_works_inside_a_running_loop(tmp_path: Path,
     src = _corpus(tmp_path / "docs.jsonl", 3)
     summary = run(str(src), str(tmp_path / "out.jsonl"), settings=_settings(tiny_bert_dir), quiet=True)
     assert summary.documents == 3 and summary.ok
+
+
+class _Poisoned:
+    """A model that raises for any input of ``poison`` tokens (and so fails a batch that holds one)."""
+
+    def __init__(self, model: Model, poison: int) -> None:
+        self._model, self.poison = model, poison
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def predict(self, batch: Sequence[Encoded]) -> list[Any]:
+        if any(e.length == self.poison for e in batch):
+            raise RuntimeError("poisoned input")
+        return self._model.predict(batch)
+
+
+@pytest.mark.parametrize("fail_fast", [False, True])
+async def test_a_failed_chunk_is_a_line_with_its_error(
+    tmp_path: Path, tiny_bert_dir: Path, tiny_embedder: Model, fail_fast: bool
+) -> None:
+    poison_text = " ".join(["dog"] * 50)
+    texts = ["the cat.", "the movie.", f"Good food. {poison_text}", "the world."]
+    src = tmp_path / "docs.jsonl"
+    src.write_bytes(b"".join(orjson.dumps({"id": f"d{i}", "text": t}) + b"\n" for i, t in enumerate(texts)))
+    poison = tiny_embedder.count_tokens([poison_text])[0]
+
+    def loader(entry: ModelEntry, options: LoadOptions) -> Model:
+        return _Poisoned(default_loader(entry, options), poison)  # type: ignore[return-value]
+
+    options = RunOptions.build(
+        [src], tmp_path / "out.jsonl", id_field="id", chunk_size=200, aggregate="mean", fail_fast=fail_fast,
+        stderr=io.StringIO(),
+    )  # fmt: skip
+    summary = await run_async(options, _settings(tiny_bert_dir, max_wait_ms=50), loader=loader)
+    lines = _by_key(_lines(tmp_path / "out.jsonl"))
+    failed = lines[("d2", 1, "tiny-embed")]
+    assert (failed["success"], failed["result"], failed["error"]["type"]) == (False, None, "model_error")
+    assert "poisoned input" in failed["error"]["message"]
+    assert summary.failed_chunks == 1 and summary.exit_code() == 1
+    if fail_fast:
+        assert summary.interrupted == "fail-fast" and summary.exit_code(allow_failures=True) == 1
+    else:
+        assert summary.interrupted is None and summary.exit_code(allow_failures=True) == 0
+        assert lines[("d0", 0, "tiny-embed")]["success"] and lines[("d2", 0, "tiny-embed")]["success"]
+        mean = lines[("d2", None, "tiny-embed")]
+        assert (mean["success"], mean["chunks"], mean["error"]["type"]) == (False, 1, "incomplete")
+        np.testing.assert_allclose(mean["result"], lines[("d2", 0, "tiny-embed")]["result"], atol=1e-6)
