@@ -105,7 +105,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from service.offline.command import run_command
+    from service.offline.command import limit_heap_growth, run_command
+
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # the operator's own allocator tuning wins
+        limit_heap_growth()
 
     return run_command(args, settings_from_args(args))
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 import pytest
 
 from service.cli import build_parser, main, settings_from_args
-from service.offline.command import _target
+from service.offline.command import _target, limit_heap_growth
 
 
 @pytest.fixture(autouse=True)
@@ -60,3 +61,7 @@ def test_overlap_must_be_smaller_than_the_chunk_size(tmp_path: Path, capsys: pyt
     (tmp_path / "doc.txt").write_text("text", encoding="utf-8")
     assert main(["run", str(tmp_path / "doc.txt"), "-o", "o.jsonl", "--chunk-size", "10", "--overlap", "10"]) == 2
     assert "overlap must be" in capsys.readouterr().err
+
+
+def test_heap_growth_is_limited_where_the_c_library_is_glibc() -> None:
+    assert limit_heap_growth() is (platform.libc_ver()[0] == "glibc")
