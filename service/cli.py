@@ -1,4 +1,4 @@
-"""The ``chunkserve`` command: serve | token | bench | fake-remote."""
+"""The ``chunkserve`` command: serve | run | bench | fake-remote | token | probe."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,10 @@ def _flag(name: str) -> str:
     return "--model" if name == "models" else "--" + name.replace("_", "-")
 
 
-def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Settings field, its help taken from the field's description."""
+def add_settings_flags(parser: argparse.ArgumentParser, skip: Collection[str] = ()) -> None:
+    """One flag per Settings field (but those in ``skip``), its help taken from the field's description."""
     for name, field in Settings.model_fields.items():
-        if name in ENV_ONLY:
+        if name in ENV_ONLY or name in skip:
             continue
         env = f"CHUNKSERVE_{name.upper()}"
         default = "none" if field.default is None else field.default
@@ -117,6 +117,15 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from service.offline.command import limit_heap_growth, run_command
+
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # the operator's own allocator tuning wins
+        limit_heap_growth()
+
+    return run_command(args, settings_from_args(args))
+
+
 def _fake_remote(args: argparse.Namespace) -> int:
     from service.bench.fake_remote import serve_fake_remote
 
@@ -154,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="The token's subject (who it names).")
     token.add_argument("--ttl", default="1h", help="Lifetime: 90, 45s, 30m, 1h or 2d [default: 1h].")
     token.set_defaults(func=_token)
+    from service.offline.command import SERVER_ONLY, add_run_arguments
+
+    offline = sub.add_parser("run", help="Process files offline into JSONL (no server, no HTTP).")
+    add_run_arguments(offline)
+    add_settings_flags(offline, skip=SERVER_ONLY)
+    offline.set_defaults(func=_run)
 
     fake = sub.add_parser("fake-remote", help="Run a fake remote AI API (tests, benchmarks).")
     fake.add_argument("--host", default="127.0.0.1")

@@ -21,11 +21,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The bench command's flags."""
     parser.add_argument(
         "--scenario",
-        choices=["embeddings", "process", "stream"],
+        choices=["embeddings", "process", "stream", "offline"],
         default="embeddings",
         help=(
             "embeddings: closed-loop /v1/embeddings; process: one long text fanned out to a fake remote; "
-            "stream: time to the first SSE result."
+            "stream: time to the first SSE result; offline: `chunkserve run` against the in-process ceiling."
         ),
     )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="Server to measure.")
@@ -48,6 +48,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote-latency-ms", type=float, default=200.0, help="process: fake remote latency.")
     parser.add_argument("--limits", default="1000,100", help="process: per-host limits to compare.")
     parser.add_argument("--repeats", type=int, default=20, help="process: requests per limit.")
+    parser.add_argument("--scale", type=int, default=10, help="offline: size of the larger corpus, in corpora.")
+    parser.add_argument("--rounds", type=int, default=2, help="offline: alternations of ceiling and 1x run.")
+    parser.add_argument(
+        "--chunk-size", type=int, default=2000, help="offline: chunk size in characters (2000 keeps each text whole)."
+    )
 
 
 def _measure_raw(model_id: str, texts: list[str]) -> dict[str, Any]:
@@ -107,6 +112,21 @@ def run_bench(args: argparse.Namespace) -> int:
             headers=headers, chunks=args.chunks, latency_ms=args.remote_latency_ms, repeats=args.repeats
         )
         _write(args.out, {"scenario": "stream", "machine": _machine(), **result})
+        return 0
+    if args.scenario == "offline":
+        from service.bench.offline import run_offline_scenario
+
+        result = run_offline_scenario(
+            model=args.model,
+            corpus=args.corpus,
+            size=args.corpus_size,
+            scale=args.scale,
+            chunk_size=args.chunk_size,
+            raw_inputs=args.raw_inputs,
+            rounds=args.rounds,
+            measure_raw=lambda texts: _measure_raw(args.model, texts),
+        )
+        _write(args.out, {"scenario": "offline", "machine": _machine(), **result})
         return 0
     levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     texts = load_corpus(args.corpus, args.corpus_size)
