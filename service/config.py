@@ -106,11 +106,14 @@ class Settings(BaseSettings):
             "64 on a GPU."
         ),
     )
-    max_wait_ms: float = Field(
-        default=2.0,
+    max_wait_ms: float | None = Field(
+        default=None,
         ge=0,
         le=10_000,
-        description="How long the first queued input may wait for batch-mates before the batch runs.",
+        description=(
+            "How long the first queued input may wait for batch-mates before the batch runs; unset: 0 on CPU "
+            "(batches still form while the model is busy), 2 on a GPU."
+        ),
     )
     max_batch_tokens: int = Field(
         default=16384,

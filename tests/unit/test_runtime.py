@@ -51,3 +51,9 @@ def test_an_unset_batch_size_is_chosen_for_the_device() -> None:
     assert batch_policy(Settings(batch_window=48), "cuda:0").max_batch_size == 48
     assert batch_policy(Settings(max_batch_size=24), "cpu").max_batch_size == 24
     assert batch_policy(Settings(max_batch_size=24), "cuda:0").max_batch_size == 24
+
+
+def test_an_unset_wait_is_chosen_for_the_device() -> None:
+    assert batch_policy(Settings(), "cpu").max_wait_s == 0.0
+    assert batch_policy(Settings(), "cuda:0").max_wait_s == 0.002
+    assert batch_policy(Settings(max_wait_ms=5), "cpu").max_wait_s == 0.005
