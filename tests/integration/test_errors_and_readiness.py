@@ -135,7 +135,7 @@ def test_truncation_off_refuses_long_inputs_with_413(tiny_bert_dir: Path, tiny_c
 
 
 def test_overload_answers_503_with_retry_after_at_once(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> None:
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
     app = create_app(tiny_settings(tiny_bert_dir, tiny_classifier_dir, max_queue=4, max_batch_size=1, batch_window=1))
     with running_server(app) as url:
         wait_ready(url)
@@ -143,6 +143,7 @@ def test_overload_answers_503_with_retry_after_at_once(tiny_bert_dir: Path, tiny
         real_predict = engine.model.predict
 
         def gated_predict(batch: list[object]) -> list[object]:
+            entered.set()
             release.wait(30)
             return real_predict(batch)  # type: ignore[no-any-return]
 
@@ -150,11 +151,18 @@ def test_overload_answers_503_with_retry_after_at_once(tiny_bert_dir: Path, tiny
 
         async def burst() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=url, timeout=30, trust_env=False) as client:
-                tasks = [
-                    asyncio.create_task(client.post("/v1/embeddings", json={"input": f"t{i}", "model": "tiny-embed"}))
-                    for i in range(5)
-                ]
-                for _ in range(1000):  # bounded: until one is in the model and four wait
+
+                def send(i: int) -> asyncio.Task[httpx.Response]:
+                    body = {"input": f"t{i}", "model": "tiny-embed"}
+                    return asyncio.create_task(client.post("/v1/embeddings", json=body))
+
+                tasks = [send(0)]
+                for _ in range(1000):  # bounded: until the first is inside the model
+                    if entered.is_set():
+                        break
+                    await asyncio.sleep(0.01)
+                tasks += [send(i) for i in range(1, 5)]
+                for _ in range(1000):  # bounded: until the other four wait in the queue
                     if engine.batcher.queue_depth >= 4:
                         break
                     await asyncio.sleep(0.01)
