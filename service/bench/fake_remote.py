@@ -25,8 +25,8 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypeVar
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
@@ -34,11 +34,13 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+
+from service.bench.fake_knobs import BadRequest, Knobs, read_knobs
+from service.bench.fake_stats import Accounting, Stats
 
 LatencyDist = Literal["fixed", "uniform", "exp"]
 _Build = Callable[[Any], tuple[str, dict[str, Any]]]
-_N = TypeVar("_N", int, float)
 _MODELS = {
     "object": "list",
     "data": [{"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in ("fake-embed", "fake-chat")],
@@ -65,141 +67,6 @@ class FakeRemoteConfig:
             raise ValueError(f"latency_dist={self.latency_dist!r} must be 'fixed', 'uniform' or 'exp'")
         if self.dims < 1:
             raise ValueError(f"dims={self.dims} must be at least 1")
-
-
-class _BadRequest(ValueError):
-    """A knob or body the fake cannot use; answered 400 with the message."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Knobs:
-    latency_s: float | None = None
-    status: int | None = None
-    retry_after: str | None = None
-    fail_times: int | None = None
-    key: str | None = None
-    fail_rate: float | None = None
-    malformed: bool = False
-    big: int | None = None
-    drip_s: float = 0.0
-    drip_bytes: int = 8
-    chunked: bool = False
-    redirect: str | None = None
-
-
-def _knob(request: Request, name: str) -> str | None:
-    value = request.query_params.get(name)
-    return value if value is not None else request.headers.get("x-fake-" + name.replace("_", "-"))
-
-
-def _number(request: Request, name: str, kind: type[_N], low: _N, high: _N) -> _N | None:
-    raw = _knob(request, name)
-    if raw is None:
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise _BadRequest(f"{name}={raw!r} is not a {kind.__name__}") from None
-    if not low <= value <= high:
-        raise _BadRequest(f"{name}={raw} is outside {low}..{high}")
-    return value
-
-
-def _text_knob(request: Request, name: str) -> str | None:
-    raw = _knob(request, name)
-    if raw is not None and not (raw.isascii() and raw.isprintable()):
-        raise _BadRequest(f"{name}={raw!r} must be printable ASCII (it becomes a header)")
-    return raw
-
-
-def _flag(request: Request, name: str) -> bool:
-    raw = (_knob(request, name) or "0").lower()
-    if raw not in ("0", "1", "true", "false"):
-        raise _BadRequest(f"{name}={raw!r} must be 1 or 0")
-    return raw in ("1", "true")
-
-
-def _read_knobs(request: Request) -> _Knobs:
-    latency_ms = _number(request, "latency_ms", float, 0.0, 3_600_000.0)
-    status = _number(request, "status", int, 200, 599)
-    return _Knobs(
-        latency_s=None if latency_ms is None else latency_ms / 1000,
-        status=status if status is not None else _number(request, "fail", int, 500, 599),
-        retry_after=_text_knob(request, "retry_after"),
-        fail_times=_number(request, "fail_times", int, 0, 1_000_000),
-        key=_knob(request, "key"),
-        fail_rate=_number(request, "fail_rate", float, 0.0, 1.0),
-        malformed=_flag(request, "malformed"),
-        big=_number(request, "big", int, 0, 1 << 30),
-        drip_s=(_number(request, "drip_ms", float, 0.0, 60_000.0) or 0.0) / 1000,
-        drip_bytes=_number(request, "drip_bytes", int, 1, 1 << 20) or 8,
-        chunked=_flag(request, "chunked"),
-        redirect=_text_knob(request, "redirect"),
-    )
-
-
-@dataclass(slots=True)
-class _Stats:
-    requests: int = 0
-    in_flight: int = 0
-    peak_in_flight: int = 0
-    completed: int = 0
-    abandoned: int = 0
-    by_path: dict[str, int] = field(default_factory=dict)
-    statuses: dict[str, int] = field(default_factory=dict)
-
-    def begin(self, path: str) -> None:
-        self.requests += 1
-        self.by_path[path] = self.by_path.get(path, 0) + 1
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-
-    def end(self, status: int | None) -> None:
-        self.in_flight -= 1
-        if status is None:
-            self.abandoned += 1
-        else:
-            self.completed += 1
-            self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
-
-
-class _Accounting:
-    """Counts every API request as completed (its last byte was handed over) or abandoned (the client left first)."""
-
-    def __init__(self, app: ASGIApp, current: Callable[[], _Stats]) -> None:
-        self.app, self.current = app, current
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/_"):
-            await self.app(scope, receive, send)
-            return
-        # A request that arrived before a reset keeps updating the old counters, which nobody reads any more.
-        stats = self.current()
-        stats.begin(scope["path"])
-        gone = counted = False
-        status = 0
-
-        async def watched_receive() -> Message:
-            nonlocal gone
-            message = await receive()
-            gone = gone or message["type"] == "http.disconnect"
-            return message
-
-        async def counted_send(message: Message) -> None:
-            nonlocal status, counted
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body", False) and not gone:
-                # Counted before the bytes leave, so a client that has its answer always sees it in /_stats.
-                counted = True
-                stats.end(status)
-            await send(message)
-
-        try:
-            await self.app(scope, watched_receive, counted_send)
-        finally:
-            if not counted:
-                stats.end(None if gone else 500)
 
 
 async def _disconnect(receive: Receive) -> None:
@@ -276,7 +143,7 @@ def _words(text: str) -> int:
 
 def _generic(payload: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(payload, dict) or not isinstance(payload.get("text"), str):
-        raise _BadRequest('the body must be {"text": "..."}')
+        raise BadRequest('the body must be {"text": "..."}')
     text: str = payload["text"]
     return text, {"text_length": len(text), "echo": text[:50], "upper": text.upper()[:50], "words": _words(text)}
 
@@ -293,10 +160,10 @@ def _embeddings(payload: Any, dims: int) -> tuple[str, dict[str, Any]]:
     inputs = payload.get("input") if isinstance(payload, dict) else None
     inputs = [inputs] if isinstance(inputs, str) else inputs
     if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
-        raise _BadRequest("input must be a string or a non-empty list of strings")
+        raise BadRequest("input must be a string or a non-empty list of strings")
     dims = payload.get("dimensions", dims)
     if type(dims) is not int or not 1 <= dims <= 8192:
-        raise _BadRequest(f"dimensions={dims!r} must be an integer in 1..8192")
+        raise BadRequest(f"dimensions={dims!r} must be an integer in 1..8192")
     data = [{"object": "embedding", "index": i, "embedding": fake_embedding(t, dims)} for i, t in enumerate(inputs)]
     tokens = sum(_words(t) for t in inputs)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
@@ -314,7 +181,7 @@ def _content(message: Any) -> str:
 def _chat(payload: Any) -> tuple[str, dict[str, Any]]:
     messages = payload.get("messages") if isinstance(payload, dict) else None
     if not isinstance(messages, list) or not any(isinstance(m, dict) and m.get("role") == "user" for m in messages):
-        raise _BadRequest("messages must be a list with at least one user message")
+        raise BadRequest("messages must be a list with at least one user message")
     users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     text = _content(users[-1])
     reply = "echo: " + text[:200]
@@ -331,7 +198,7 @@ def _chat(payload: Any) -> tuple[str, dict[str, Any]]:
 
 class _FakeRemote:
     def __init__(self, config: FakeRemoteConfig) -> None:
-        self.config, self.stats = config, _Stats()
+        self.config, self.stats = config, Stats()
         self.rng = random.Random(config.seed)
         self.attempts: Counter[tuple[object, ...]] = Counter()
 
@@ -345,21 +212,21 @@ class _FakeRemote:
         return JSONResponse(asdict(self.stats))
 
     async def reset(self, request: Request) -> Response:
-        self.stats = _Stats()
+        self.stats = Stats()
         self.attempts.clear()
         return JSONResponse(asdict(self.stats))
 
     async def _serve(self, request: Request, build: _Build) -> Response:
         try:
-            knobs = _read_knobs(request)
+            knobs = read_knobs(request)
             payload = None
             if request.method == "POST":
                 try:
                     payload = json.loads(await request.body())
                 except ValueError:
-                    raise _BadRequest("the body is not JSON") from None
+                    raise BadRequest("the body is not JSON") from None
             text, answer = build(payload)
-        except _BadRequest as exc:
+        except BadRequest as exc:
             return _error(400, str(exc))
         except ClientDisconnect:
             return Response(status_code=499)  # nobody reads it; the accounting counts it abandoned
@@ -380,7 +247,7 @@ class _FakeRemote:
         piece = knobs.drip_bytes if knobs.drip_s else 1 << 16
         return _Answer(body, status, piece=piece, pause_s=knobs.drip_s, chunked=knobs.chunked)
 
-    def _latency_s(self, knobs: _Knobs) -> float:
+    def _latency_s(self, knobs: Knobs) -> float:
         config = self.config
         if knobs.latency_s is not None:
             return knobs.latency_s
@@ -391,7 +258,7 @@ class _FakeRemote:
             return max(0.0, config.latency_s + self.rng.uniform(-jitter, jitter))
         return config.latency_s
 
-    def _status(self, knobs: _Knobs, path: str, text: str) -> int:
+    def _status(self, knobs: Knobs, path: str, text: str) -> int:
         if knobs.status is not None and knobs.status >= 300:
             if knobs.fail_times is None:
                 return knobs.status
@@ -418,7 +285,7 @@ def create_fake_remote(config: FakeRemoteConfig | None = None) -> Starlette:
         Route("/_stats", fake.read_stats, methods=["GET"]),
         Route("/_reset", fake.reset, methods=["POST"]),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(_Accounting, current=lambda: fake.stats)])
+    return Starlette(routes=routes, middleware=[Middleware(Accounting, current=lambda: fake.stats)])
 
 
 def serve_fake_remote(host: str = "127.0.0.1", port: int = 9001, **config: Any) -> None:
