@@ -91,3 +91,15 @@ def test_no_module_level_app_or_settings(path: Path) -> None:
             func = node.value.func
             name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
             assert name not in {"FastAPI", "Settings", "create_app", "load_model"}, f"{_rel(path)}: module-level {name}"
+
+
+def test_the_command_line_does_not_import_torch_until_a_model_loads() -> None:
+    # `chunkserve --help`, `token`, `probe` and the settings checks must answer in a blink, not after torch loads.
+    import subprocess
+    import sys
+
+    code = "import sys, service.cli; service.cli.build_parser(); print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
