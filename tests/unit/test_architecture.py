@@ -98,7 +98,8 @@ def test_the_command_line_does_not_import_torch_until_a_model_loads() -> None:
     import subprocess
     import sys
 
-    code = "import sys, service.cli; service.cli.build_parser(); print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    heavy = "{'torch', 'transformers'}"
+    code = f"import sys, service.cli; service.cli.build_parser(); print(sorted({heavy} & set(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
