@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from models.base import Task
 from service.api.app import create_app
+from service.bench.fake_remote import create_fake_remote
 from service.config import ModelEntry, Settings
 from tests.support.servers import running_server
 
@@ -56,4 +57,11 @@ def tiny_app(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> FastAPI:
 def tiny_url(tiny_app: FastAPI) -> Iterator[str]:
     with running_server(tiny_app) as url:
         wait_ready(url)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[str]:
+    """A real fake remote AI API on loopback, one per test module (its counters are the module's own)."""
+    with running_server(create_fake_remote()) as url:
         yield url

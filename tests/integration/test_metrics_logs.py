@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from websockets.sync.client import connect as ws_connect
 
 from service.api.app import create_app
-from service.bench.fake_remote import create_fake_remote
 from service.cli import main
 from service.logs import JsonFormatter
 from tests.integration.conftest import tiny_settings, wait_ready
@@ -29,12 +28,6 @@ TEXT = "One sentence here. Another sentence there. A third one to close."
 
 def _boom() -> None:
     raise RuntimeError(f"failed reading {Path(__file__).resolve()}")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[str]:
-    with running_server(create_fake_remote()) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

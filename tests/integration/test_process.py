@@ -14,17 +14,10 @@ import pytest
 from models.base import Model, Task
 from models.loading import LoadOptions, load_model
 from service.api.app import create_app
-from service.bench.fake_remote import create_fake_remote
 from tests.integration.conftest import tiny_settings, wait_ready
 from tests.support.servers import running_server
 
 TEXT = " ".join(f"Sentence number {i} talks about the movie and the food." for i in range(12))
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[str]:
-    with running_server(create_fake_remote()) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from service.api.app import create_app
-from service.bench.fake_remote import create_fake_remote
 from service.shutdown import Drain
 from tests.integration.conftest import tiny_settings, wait_ready
 from tests.support.processes import server_process
@@ -29,12 +27,6 @@ IN_FLIGHT = 20
 REMOTE_LATENCY_MS = 1500
 SHUTDOWN_TIMEOUT_S = 15
 TEXT = "First sentence about food. Second sentence about service."
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[str]:
-    with running_server(create_fake_remote()) as url:
-        yield url
 
 
 def _fake_in_flight(fake: str) -> int:

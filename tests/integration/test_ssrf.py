@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from service.api.app import create_app
-from service.bench.fake_remote import create_fake_remote
 from tests.integration.conftest import tiny_settings, wait_ready
 from tests.support.servers import running_server
 
@@ -19,12 +18,6 @@ async def fake_resolver(host: str, port: int) -> list[str]:
     if host == "rebind.test":
         return ["127.0.0.1"]
     raise OSError(f"fake resolver: unknown host {host}")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[str]:
-    with running_server(create_fake_remote()) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

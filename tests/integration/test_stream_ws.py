@@ -17,17 +17,10 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from service.api.app import create_app
-from service.bench.fake_remote import create_fake_remote
 from tests.integration.conftest import tiny_settings, wait_ready
 from tests.support.servers import running_server
 
 TEXT = " ".join(f"Sentence {i} is about food and service." for i in range(20))
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[str]:
-    with running_server(create_fake_remote()) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
