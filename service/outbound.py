@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import httpcore2 as httpcore
 import httpx2 as httpx
 
+from service.aionet import AsyncioBackend
 from service.errors import ForbiddenTarget, UpstreamError
 from service.guard import OutboundPolicy, Resolver, resolve_and_check
 
@@ -29,7 +30,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     ) -> None:
         self.policy = policy
         self.resolver = resolver
-        self.inner = inner if inner is not None else httpcore.AnyIOBackend()
+        self.inner = inner if inner is not None else AsyncioBackend()
 
     async def connect_tcp(
         self,

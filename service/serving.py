@@ -21,6 +21,7 @@ import uvicorn
 
 from service.api.app import create_app
 from service.config import Settings
+from service.heap import freeze_heap, tune_collector
 from service.logs import configure_logging
 from service.shutdown import Drain
 
@@ -112,7 +113,8 @@ def _serve_one(settings: Settings, sockets: list[socket.socket] | None, port_fil
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, on_fatal=on_fatal)
+    tune_collector()
+    app = create_app(settings, on_fatal=on_fatal, on_loaded=freeze_heap)
     drain: Drain = app.state.drain
     server = GracefulServer(
         uvicorn_config(settings, app), drain=drain, timeout_s=settings.shutdown_timeout_s, port_file=port_file

@@ -34,12 +34,14 @@ def create_app(
     *,
     loader: Loader = default_loader,
     on_fatal: Callable[[str], None] | None = None,
+    on_loaded: Callable[[], None] | None = None,
     resolver: Resolver | None = None,
 ) -> FastAPI:
     """Build the application; nothing is loaded until its lifespan starts.
 
     Models load in the background so ``/health`` answers at once and ``/ready`` says when they are warm.
-    ``on_fatal`` is told when start-up fails (the CLI stops the server then; tests read ``/health``).
+    ``on_fatal`` is told when start-up fails (the CLI stops the server then; tests read ``/health``);
+    ``on_loaded`` when every model is ready (the CLI freezes the heap then).
     ``resolver`` replaces DNS for outbound calls (tests). ``app.state.drain`` is what a signal handler begins.
 
     Raises:
@@ -68,6 +70,9 @@ def create_app(
                 log.error("start-up failed: %s", registry.failure)
                 if on_fatal is not None:
                     on_fatal(registry.failure)
+                return
+            if on_loaded is not None:
+                on_loaded()
 
         loading = asyncio.create_task(load(), name="load-models")
         try:

@@ -110,14 +110,34 @@ def test_ready_turns_503_when_a_batcher_dies(tiny_bert_dir: Path, tiny_classifie
         assert ok.status_code == 200
 
 
+def test_on_loaded_runs_once_when_every_model_is_ready(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> None:
+    seen: list[int] = []
+    app = create_app(
+        tiny_settings(tiny_bert_dir, tiny_classifier_dir),
+        on_loaded=lambda: seen.append(len(app.state.registry.engines)),
+    )
+    with running_server(app) as url:
+        wait_ready(url)
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert seen == [2]
+
+
 def test_settings_that_cannot_work_fail_start_up_with_the_fix(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> None:
     reasons: list[str] = []
-    app = create_app(tiny_settings(tiny_bert_dir, tiny_classifier_dir, max_batch_tokens=16), on_fatal=reasons.append)
+    loaded: list[bool] = []
+    app = create_app(
+        tiny_settings(tiny_bert_dir, tiny_classifier_dir, max_batch_tokens=16),
+        on_fatal=reasons.append,
+        on_loaded=lambda: loaded.append(True),
+    )
     with running_server(app) as url:
         deadline = time.monotonic() + 30
         while not reasons and time.monotonic() < deadline:
             time.sleep(0.05)
         health = httpx.get(f"{url}/health")
+    assert loaded == []
     assert health.status_code == 503
     assert reasons and "CHUNKSERVE_MAX_BATCH_TOKENS" in reasons[0]
     assert "max_batch_tokens" in health.json()["detail"]
