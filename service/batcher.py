@@ -15,40 +15,23 @@ import concurrent.futures
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
+from service.batch_ledger import Counts, Ledger, Request, retrieve
 from service.batch_policy import BatchPolicy, BatchStats, plan_batches
 from service.errors import BatchFailed, Overloaded, ShuttingDown
-from service.trace import RequestTrace, current_trace
+from service.trace import current_trace
 
-__all__ = ["BatchPolicy", "BatchStats", "MicroBatcher", "plan_batches"]
+__all__ = ["BatchPolicy", "BatchStats", "Counts", "MicroBatcher", "plan_batches"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
-_QUEUED, _RUNNING, _FINISHED = 0, 1, 2
-
-
-@dataclass(eq=False, slots=True)
-class _Request(Generic[T, R]):
-    item: T
-    cost: int
-    future: asyncio.Future[R]
-    arrival: float
-    state: int = _QUEUED
-    trace: RequestTrace | None = None
-
 
 class _ResultMismatch(Exception):
     """``fn`` returned a different number of results than it was given inputs."""
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class MicroBatcher(Generic[T, R]):
@@ -71,16 +54,13 @@ class MicroBatcher(Generic[T, R]):
         self._on_batch = on_batch
         self._executor = executor
         self._owns_executor = executor is None
-        self._queue: deque[_Request[T, R]] = deque()
-        # Queued or running requests: what must be failed if the loop dies or close(drain=False) is called.
-        self._pending: set[_Request[T, R]] = set()
-        self._waiting = 0
+        self._queue: deque[Request[T, R]] = deque()
+        self._ledger: Ledger[T, R] = Ledger()
         self._queued_max_cost = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._stopped: str | None = None
-        self._submitted = self._completed = self._failed = self._dropped = self._batches = 0
 
     @property
     def alive(self) -> bool:
@@ -95,32 +75,12 @@ class MicroBatcher(Generic[T, R]):
     @property
     def queue_depth(self) -> int:
         """Accepted items not yet handed to the model (the running batch is not counted)."""
-        return self._waiting
+        return self._ledger.waiting
 
     @property
-    def submitted(self) -> int:
-        """Items accepted."""
-        return self._submitted
-
-    @property
-    def completed(self) -> int:
-        """Items the model computed a result for (whether or not the caller still waited)."""
-        return self._completed
-
-    @property
-    def failed(self) -> int:
-        """Items answered with an error (model error, result mismatch, shut down, loop death)."""
-        return self._failed
-
-    @property
-    def dropped(self) -> int:
-        """Items whose caller left before they reached the model; never computed."""
-        return self._dropped
-
-    @property
-    def batches(self) -> int:
-        """Calls of ``fn`` made (single retries included)."""
-        return self._batches
+    def counts(self) -> Counts:
+        """Items submitted, completed, failed and dropped, and model calls made, since start."""
+        return self._ledger.counts
 
     async def start(self) -> None:
         """Start the loop task on the running event loop; idempotent (``submit`` also starts it).
@@ -143,7 +103,7 @@ class MicroBatcher(Generic[T, R]):
         try:
             return await request.future
         except asyncio.CancelledError:
-            self._abandon(request)
+            self._ledger.abandon(request)
             raise
 
     async def submit_many(self, items: Sequence[T]) -> list[R]:
@@ -166,12 +126,11 @@ class MicroBatcher(Generic[T, R]):
             for request in requests:
                 results.append(await request.future)
         except asyncio.CancelledError:
-            for request in requests:
-                self._abandon(request)
+            self._ledger.abandon_all(requests)
             raise
         except BaseException:
             for request in requests:
-                request.future.add_done_callback(_retrieve)
+                request.future.add_done_callback(retrieve)
             raise
         return results
 
@@ -179,8 +138,10 @@ class MicroBatcher(Generic[T, R]):
         """Stop intake; finish (drain) or fail with ShuttingDown what is queued; await the loop; idempotent."""
         self._closing = True
         if not drain:
-            for request in [r for r in self._pending if r.state == _QUEUED]:
-                self._reject(request, ShuttingDown(f"batcher {self.name!r} closed before this input was computed"))
+            for request in self._ledger.queued():
+                self._ledger.reject(
+                    request, ShuttingDown(f"batcher {self.name!r} closed before this input was computed")
+                )
         self._wakeup.set()
         if self._task is not None and not self._task.done():
             await asyncio.wait([self._task])
@@ -202,14 +163,14 @@ class MicroBatcher(Generic[T, R]):
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"{self.name}-loop")
         self._task.add_done_callback(self._on_loop_exit)
 
-    def _admit(self, items: Sequence[T]) -> list[_Request[T, R]]:
+    def _admit(self, items: Sequence[T]) -> list[Request[T, R]]:
         self._check_open()
         n, limit = len(items), self.policy.max_queue
-        if self._waiting + n > limit:
+        waiting = self._ledger.waiting
+        if waiting + n > limit:
             hint = "send fewer items per request or raise max_queue" if n > limit else "retry later"
             raise Overloaded(
-                f"batcher {self.name!r} has {self._waiting} of {limit} queue places taken and cannot take {n} more; "
-                f"{hint}",
+                f"batcher {self.name!r} has {waiting} of {limit} queue places taken and cannot take {n} more; {hint}",
                 retry_after_s=self.policy.retry_after_s,
             )
         costs = [self._cost(item) for item in items]
@@ -221,12 +182,10 @@ class MicroBatcher(Generic[T, R]):
         if trace is not None:
             trace.inputs += n
         requests = [
-            _Request(item, c, loop.create_future(), now, trace=trace) for item, c in zip(items, costs, strict=True)
+            Request(item, c, loop.create_future(), now, trace=trace) for item, c in zip(items, costs, strict=True)
         ]
         self._queue.extend(requests)
-        self._pending.update(requests)
-        self._waiting += n
-        self._submitted += n
+        self._ledger.admit(requests)
         self._queued_max_cost = max(self._queued_max_cost, *costs)
         # The loop only needs waking when it may be blocked for a first item or for a batch to fill.
         if was_empty or self._fills():
@@ -234,21 +193,13 @@ class MicroBatcher(Generic[T, R]):
         return requests
 
     def _fills(self) -> bool:
-        n = self._waiting
+        n = self._ledger.waiting
         return n >= self.policy.max_batch_size or n * self._queued_max_cost >= self.policy.max_batch_tokens
-
-    def _is_live(self, request: _Request[T, R]) -> bool:
-        if request.state != _QUEUED:
-            return False
-        if request.future.done():  # the caller left and its cancellation handler has not run yet
-            self._drop(request)
-            return False
-        return True
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            while self._queue and not self._is_live(self._queue[0]):
+            while self._queue and not self._ledger.is_live(self._queue[0]):
                 self._queue.popleft()
             if not self._queue:
                 if self._closing:
@@ -267,12 +218,12 @@ class MicroBatcher(Generic[T, R]):
             for batch in self._take_window(loop.time()):
                 await self._run_batch(batch, loop)
 
-    def _take_window(self, now: float) -> list[list[_Request[T, R]]]:
+    def _take_window(self, now: float) -> list[list[Request[T, R]]]:
         policy = self.policy
-        window: list[_Request[T, R]] = []
+        window: list[Request[T, R]] = []
         while self._queue and len(window) < policy.window:
             request = self._queue.popleft()
-            if self._is_live(request):
+            if self._ledger.is_live(request):
                 window.append(request)
         cuts = plan_batches([r.cost for r in window], policy.max_batch_size, policy.max_batch_tokens)
         batches = [[window[i] for i in cut] for cut in cuts]
@@ -288,26 +239,24 @@ class MicroBatcher(Generic[T, R]):
         self._queued_max_cost = max((r.cost for r in self._queue), default=0)
         return batches
 
-    async def _run_batch(self, batch: list[_Request[T, R]], loop: asyncio.AbstractEventLoop) -> None:
-        live = [r for r in batch if self._is_live(r)]  # callers may have left while this batch waited its turn
+    async def _run_batch(self, batch: list[Request[T, R]], loop: asyncio.AbstractEventLoop) -> None:
+        live = [r for r in batch if self._ledger.is_live(r)]  # callers may have left while this batch waited its turn
         if not live:
             return
-        for request in live:
-            request.state = _RUNNING
-        self._waiting -= len(live)
+        self._ledger.run(live)
         error = await self._compute(live, loop)
         if error is None:
             return
         if not (self.policy.retry_singly and len(live) > 1) or isinstance(error, _ResultMismatch):
             for request in live:
-                self._reject(request, self._failure(error))
+                self._ledger.reject(request, self._failure(error))
             return
         for request in live:
             single = error if request.future.done() else await self._compute([request], loop)
             if single is not None:
-                self._reject(request, self._failure(single))
+                self._ledger.reject(request, self._failure(single))
 
-    async def _compute(self, requests: list[_Request[T, R]], loop: asyncio.AbstractEventLoop) -> Exception | None:
+    async def _compute(self, requests: list[Request[T, R]], loop: asyncio.AbstractEventLoop) -> Exception | None:
         """Run ``fn`` once; resolve every request on success, else return the error and leave them pending."""
         started = loop.time()
         error: Exception | None = None
@@ -322,8 +271,8 @@ class MicroBatcher(Generic[T, R]):
             error = exc
         else:
             for request, value in zip(requests, results, strict=True):
-                self._resolve(request, value)
-        self._batches += 1
+                self._ledger.resolve(request, value)
+        self._ledger.counts.batches += 1
         stats = BatchStats(
             size=len(requests),
             tokens=max(r.cost for r in requests) * len(requests),
@@ -354,37 +303,6 @@ class MicroBatcher(Generic[T, R]):
         except Exception:
             log.exception("on_batch hook of batcher %r raised; ignored", self.name)
 
-    def _settle(self, request: _Request[T, R]) -> bool:
-        if request.state == _FINISHED:
-            return False
-        if request.state == _QUEUED:
-            self._waiting -= 1
-        request.state = _FINISHED
-        self._pending.discard(request)
-        return True
-
-    def _drop(self, request: _Request[T, R]) -> None:
-        if request.state == _QUEUED and self._settle(request):
-            request.future.cancel()
-            self._dropped += 1
-
-    def _abandon(self, request: _Request[T, R]) -> None:
-        self._drop(request)
-        if not request.future.cancel():  # already answered: mark its error seen so nothing logs it as lost
-            request.future.add_done_callback(_retrieve)
-
-    def _resolve(self, request: _Request[T, R], value: R) -> None:
-        if self._settle(request):
-            self._completed += 1
-            if not request.future.done():
-                request.future.set_result(value)
-
-    def _reject(self, request: _Request[T, R], error: Exception) -> None:
-        if self._settle(request):
-            self._failed += 1
-            if not request.future.done():
-                request.future.set_exception(error)
-
     def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             reason = "its loop task was cancelled"
@@ -392,10 +310,10 @@ class MicroBatcher(Generic[T, R]):
         elif (exc := task.exception()) is not None:
             reason = f"its loop died with {type(exc).__name__}: {exc}"
             log.error("batcher %r: loop died", self.name, exc_info=exc)
-        elif not self._pending:
+        elif not self._ledger.pending:
             return
         else:
             reason = "its loop ended with work still pending"
         self._stopped = reason
-        for request in list(self._pending):
-            self._reject(request, ShuttingDown(f"batcher {self.name!r} stopped: {reason}"))
+        for request in list(self._ledger.pending):
+            self._ledger.reject(request, ShuttingDown(f"batcher {self.name!r} stopped: {reason}"))

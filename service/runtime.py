@@ -157,13 +157,13 @@ def live_metrics(registry: ModelRegistry, pipeline: Pipeline) -> list[LiveMetric
             "chunkserve_dropped_inputs",
             "Queued inputs dropped before compute because their caller went away.",
             ("model",),
-            {(e.model_id,): float(e.batcher.dropped) for e in engines},
+            {(e.model_id,): float(e.batcher.counts.dropped) for e in engines},
         ),
         LiveMetric(
             "chunkserve_failed_inputs",
             "Inputs whose model call raised.",
             ("model",),
-            {(e.model_id,): float(e.batcher.failed) for e in engines},
+            {(e.model_id,): float(e.batcher.counts.failed) for e in engines},
         ),
         LiveMetric(
             "chunkserve_remote_calls",

@@ -148,7 +148,7 @@ async def test_a_lone_item_runs_at_its_deadline_without_waiting_for_a_full_batch
     model = Model()
     batcher = make(model, max_batch_size=8, max_wait_s=0.005)
     assert await batcher.submit(3) == 6
-    assert model.calls == [[3]] and batcher.batches == 1
+    assert model.calls == [[3]] and batcher.counts.batches == 1
     await batcher.close()
 
 
@@ -157,7 +157,7 @@ async def test_a_lone_item_with_zero_wait_runs_at_once_in_a_batch_of_one() -> No
     batcher = make(model, max_batch_size=32, max_wait_s=0)
     assert await batcher.submit(21) == 42
     assert model.calls == [[21]]
-    assert (batcher.submitted, batcher.completed, batcher.batches) == (1, 1, 1)
+    assert (batcher.counts.submitted, batcher.counts.completed, batcher.counts.batches) == (1, 1, 1)
     await batcher.close()
 
 
@@ -225,7 +225,12 @@ async def test_a_cancelled_caller_is_dropped_before_compute() -> None:
     assert [await t for t in (plug, a, c)] == [0, 2, 6]
     assert b.cancelled()
     assert model.calls == [[0], [1, 3]]
-    assert (batcher.submitted, batcher.completed, batcher.dropped, batcher.failed) == (4, 3, 1, 0)
+    assert (batcher.counts.submitted, batcher.counts.completed, batcher.counts.dropped, batcher.counts.failed) == (
+        4,
+        3,
+        1,
+        0,
+    )
     await batcher.close()
 
 
@@ -241,7 +246,7 @@ async def test_a_caller_leaving_while_its_batch_waits_its_turn_is_not_computed()
     model.allow(2)
     assert await asyncio.gather(plug, *tasks[:3]) == [0, 2, 4, 6]
     assert model.calls == [[0], [1, 2], [3]]
-    assert batcher.dropped == 1 and batcher.queue_depth == 0
+    assert batcher.counts.dropped == 1 and batcher.queue_depth == 0
     await batcher.close()
 
 
@@ -260,7 +265,7 @@ async def test_a_poison_input_fails_alone_and_the_batcher_keeps_serving() -> Non
     assert model.calls == [[1, 2, 3, 4], [1], [2], [3], [4]]
     assert [s.ok for s in stats] == [False, True, True, False, True]
     assert await batcher.submit_many([5, 6, 7, 8]) == [10, 12, 14, 16]
-    assert (batcher.completed, batcher.failed, batcher.batches) == (7, 1, 6)
+    assert (batcher.counts.completed, batcher.counts.failed, batcher.counts.batches) == (7, 1, 6)
     assert batcher.alive
     await batcher.close()
 
@@ -270,7 +275,7 @@ async def test_without_single_retries_the_whole_batch_fails() -> None:
     batcher = make(model, max_batch_size=4, max_wait_s=FOREVER, retry_singly=False)
     results = await asyncio.gather(*spawn(batcher, [1, 2, 3, 4]), return_exceptions=True)
     assert all(isinstance(r, BatchFailed) for r in results)
-    assert model.calls == [[1, 2, 3, 4]] and batcher.failed == 4
+    assert model.calls == [[1, 2, 3, 4]] and batcher.counts.failed == 4
     await batcher.close()
 
 
@@ -313,7 +318,7 @@ async def test_a_full_queue_refuses_at_once_with_a_retry_hint() -> None:
     assert info.value.retry_after_s == 2.5
     model.allow(4)
     assert await asyncio.gather(plug, *tasks) == [0, 2, 4, 6]
-    assert batcher.submitted == 4 and model.computed() == [0, 1, 2, 3]
+    assert batcher.counts.submitted == 4 and model.computed() == [0, 1, 2, 3]
     await batcher.close()
 
 
@@ -323,7 +328,7 @@ async def test_submit_many_is_all_or_nothing_and_keeps_order() -> None:
     plug = await hold_model(batcher, model)
     with pytest.raises(Overloaded, match="cannot take 5 more; send fewer items"):
         await batcher.submit_many([1, 2, 3, 4, 5])
-    assert (batcher.queue_depth, batcher.submitted) == (0, 1)
+    assert (batcher.queue_depth, batcher.counts.submitted) == (0, 1)
     many = asyncio.create_task(batcher.submit_many([30, 10, 20]))
     await until(lambda: batcher.queue_depth == 3)
     with pytest.raises(Overloaded, match="3 of 4 queue places taken and cannot take 2 more"):
@@ -347,7 +352,7 @@ async def test_a_cancelled_submit_many_drops_all_its_queued_items() -> None:
     assert await plug == 0
     await batcher.close()
     assert many.cancelled() and model.calls == [[0]]
-    assert (batcher.submitted, batcher.completed, batcher.dropped) == (4, 1, 3)
+    assert (batcher.counts.submitted, batcher.counts.completed, batcher.counts.dropped) == (4, 1, 3)
 
 
 async def test_submit_many_raises_the_failure_of_its_poison_item_and_computes_the_rest() -> None:
@@ -356,7 +361,7 @@ async def test_submit_many_raises_the_failure_of_its_poison_item_and_computes_th
     with pytest.raises(BatchFailed, match="poison input"):
         await batcher.submit_many([1, 2, 3, 4])
     await batcher.close()
-    assert (batcher.completed, batcher.failed) == (3, 1)
+    assert (batcher.counts.completed, batcher.counts.failed) == (3, 1)
 
 
 # --- shutdown and loop death -----------------------------------------------------------------------------------
@@ -393,7 +398,7 @@ async def test_close_without_drain_fails_queued_work_and_lets_the_running_batch_
     await closing
     assert await plug == 0
     assert model.calls == [[0]]
-    assert (batcher.completed, batcher.failed, batcher.dropped) == (1, 2, 0)
+    assert (batcher.counts.completed, batcher.counts.failed, batcher.counts.dropped) == (1, 2, 0)
 
 
 async def test_close_before_start_and_start_twice_are_harmless() -> None:
@@ -423,7 +428,7 @@ async def test_a_cancelled_loop_task_fails_pending_callers_and_marks_the_batcher
         await batcher.submit(2)
     model.allow()
     await batcher.close()
-    assert batcher.submitted == batcher.failed == 2
+    assert batcher.counts.submitted == batcher.counts.failed == 2
 
 
 class LoopBug(BaseException):
@@ -476,9 +481,9 @@ async def test_random_concurrent_load_with_cancellations_answers_every_caller_on
     computed = model.computed()
     assert len(computed) == len(set(computed)), "an item was computed twice"
     assert set(outcomes) <= set(computed)
-    assert batcher.submitted == batcher.completed + batcher.dropped and batcher.failed == 0
-    assert batcher.completed == len(computed) and batcher.queue_depth == 0
-    assert sum(s.size for s in stats) == len(computed) and batcher.batches == len(model.calls)
+    assert batcher.counts.submitted == batcher.counts.completed + batcher.counts.dropped and batcher.counts.failed == 0
+    assert batcher.counts.completed == len(computed) and batcher.queue_depth == 0
+    assert sum(s.size for s in stats) == len(computed) and batcher.counts.batches == len(model.calls)
     for batch in model.calls:
         assert len(batch) <= 8 and max(costs[i] for i in batch) * len(batch) <= 200
-    assert any(c.cancelled() for c in clients) and batcher.dropped > 0
+    assert any(c.cancelled() for c in clients) and batcher.counts.dropped > 0
