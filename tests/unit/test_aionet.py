@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import httpcore2 as httpcore
 import pytest
+import uvloop
 
 from service.aionet import AsyncioBackend
 
@@ -166,3 +167,21 @@ async def test_an_http_pool_on_the_backend_reuses_one_connection_for_sequential_
             response = await pool.request("GET", f"http://127.0.0.1:{port}/")
             assert (response.status, response.content) == (200, b"ok")
     assert connections == 1
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        test_bytes_written_come_back_and_eof_reads_empty,
+        test_a_read_returns_at_most_max_bytes_and_keeps_the_rest_in_order,
+        test_a_silent_peer_makes_the_read_time_out,
+        test_an_idle_connection_turns_readable_when_the_peer_closes_it,
+        test_an_http_pool_on_the_backend_reuses_one_connection_for_sequential_requests,
+    ],
+)
+def test_the_same_holds_on_uvloop_which_the_server_runs_on(scenario: Callable[[], Awaitable[None]]) -> None:
+    async def checked() -> None:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        await scenario()
+
+    uvloop.run(checked())

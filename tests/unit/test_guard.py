@@ -18,6 +18,7 @@ from pathlib import Path
 import httpcore2 as httpcore
 import httpx2 as httpx
 import pytest
+import uvloop
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -610,3 +611,9 @@ async def test_tls_verifies_the_url_host_while_connecting_to_the_checked_address
             with pytest.raises(httpx.ConnectError, match="certificate verify failed"):
                 await client.get(f"https://{name}:{up.port}/")
     assert sni_names == [name]
+
+
+def test_tls_through_the_guard_works_on_uvloop_too(tls_server_context: tuple[ssl.SSLContext, list[str | None]]) -> None:
+    uvloop.run(
+        test_tls_verifies_the_url_host_while_connecting_to_the_checked_address(tls_server_context, "rebind.test", True)
+    )
