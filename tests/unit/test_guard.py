@@ -22,16 +22,9 @@ import uvloop
 from hypothesis import given
 from hypothesis import strategies as st
 
+from service.addresses import IPAddress, is_forbidden_address
 from service.errors import ForbiddenTarget, UpstreamError
-from service.guard import (
-    IPAddress,
-    OutboundPolicy,
-    ParsedTarget,
-    address_allowed,
-    check_url,
-    is_forbidden_address,
-    resolve_and_check,
-)
+from service.guard import OutboundPolicy, ParsedTarget, address_allowed, check_url, resolve_and_check
 from service.outbound import GuardedBackend, ShardedTransport, make_guarded_client, make_guarded_transport
 
 PUBLIC_V4 = "93.184.216.34"
