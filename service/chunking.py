@@ -3,31 +3,18 @@
 With no overlap the chunks tile the text: joining them gives it back. With overlap, each chunk after the first
 also repeats the end of the chunk before it. ``chars`` cuts raw code points at fixed offsets; ``sentences`` and
 ``tokens`` cut at sentence, paragraph and word boundaries, and inside a word they avoid splitting a grapheme
-cluster (combining marks, ZWJ emoji, skin tones, flags) unless that cluster alone is over the budget.
+cluster (combining marks, ZWJ emoji, skin tones, flags) unless that cluster alone is over the budget. Those
+boundaries come from ``service/text_bounds.py``; this module decides how much text goes in each chunk.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
 from service.errors import InputTooLarge, InvalidInput
-
-_CLOSERS = "\"'”’)\\]}»›」』》〉】〕）］｝〗〙〛"
-_SENTENCE_END = re.compile(
-    # Western marks end a sentence only before whitespace, so "3.14" and "example.com" stay whole.
-    # The lookbehinds and possessive runs keep a long run of marks or newlines from being rescanned (quadratic).
-    rf"(?<![.!?…‼⁇⁈⁉؟।॥])[.!?…‼⁇⁈⁉؟।॥]++[{_CLOSERS}]*+(?:\s++|\Z)"
-    rf"|[。！？；．｡︒]++[{_CLOSERS}]*+\s*+"
-    r"|[\n\r\u2028\u2029\x85]\s*+"
-)
-_NEWLINE = re.compile(r"\r\n?|[\n\u2028\u2029\x85]")
-_WORD = re.compile(r"\s*\S+\s*|\s+")
-_WORD_START = re.compile(r"(?<=\s)\S")
-_RI_FIRST, _RI_LAST = "\U0001f1e6", "\U0001f1ff"
+from service.text_bounds import back_to_cluster, forward_to_cluster, overlap_start, sentences, words
 
 Measure = Callable[[str], int]
 # (start, end, cost, rank): cost excludes the tokenizer's specials; rank 2 ends a paragraph, 1 a line, 0 otherwise.
@@ -108,52 +95,6 @@ def _first(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     return lo
 
 
-def _joined(text: str, pos: int) -> bool:
-    """Whether ``text[pos]`` belongs to the grapheme cluster of ``text[pos - 1]`` (a cheap approximation)."""
-    ch, prev = text[pos], text[pos - 1]
-    if ch == "\u200d" or prev == "\u200d" or (prev == "\r" and ch == "\n"):
-        return True
-    if "\U0001f3fb" <= ch <= "\U0001f3ff" or "\U000e0020" <= ch <= "\U000e007f":
-        return True
-    if _RI_FIRST <= ch <= _RI_LAST and _RI_FIRST <= prev <= _RI_LAST:
-        run, stop = pos - 1, max(0, pos - 16)  # flags pair up from the run's start; a short look is enough
-        while run > stop and _RI_FIRST <= text[run - 1] <= _RI_LAST:
-            run -= 1
-        return (pos - run) % 2 == 1
-    return unicodedata.category(ch)[0] == "M"
-
-
-def _back_to_cluster(text: str, pos: int, lo: int) -> int:
-    """``pos`` moved back to a cluster boundary after ``lo``; ``pos`` itself when one cluster fills (lo, pos]."""
-    p = pos
-    while p > lo and _joined(text, p):
-        p -= 1
-    return p if p > lo else pos
-
-
-def _forward_to_cluster(text: str, pos: int, hi: int) -> int:
-    """``pos`` moved forward to a cluster boundary, at most to ``hi``."""
-    while pos < hi and _joined(text, pos):
-        pos += 1
-    return pos
-
-
-def _overlap_start(text: str, back: int, start: int) -> int:
-    """The first word start in [back, start), else the first cluster boundary there; ``start`` means no overlap."""
-    found = _WORD_START.search(text, back, start)
-    return _forward_to_cluster(text, found.start() if found else back, start)
-
-
-def _sentences(text: str, lo: int, hi: int) -> Iterator[tuple[int, int, int]]:
-    """(start, end, rank) of each sentence or paragraph in [lo, hi), with its closing quotes and whitespace."""
-    start = lo
-    for match in _SENTENCE_END.finditer(text, lo, hi):
-        yield start, match.end(), min(2, len(_NEWLINE.findall(match.group())))
-        start = match.end()
-    if start < hi:
-        yield start, hi, 0
-
-
 def _hard_split(meter: _Meter, start: int, end: int, limit: int, size: int) -> Iterator[tuple[int, int]]:
     """Cut [start, end) into the longest pieces that fit ``limit``, at cluster boundaries when possible.
 
@@ -164,12 +105,12 @@ def _hard_split(meter: _Meter, start: int, end: int, limit: int, size: int) -> I
     while start < end:
         stop = meter.longest(start, end, limit)
         if start < stop < end:
-            back = _back_to_cluster(text, stop, start)
+            back = back_to_cluster(text, stop, start)
             if back != stop and meter.cost(start, back) + meter.specials <= limit:
                 stop = back
         elif stop == start:
             # Nothing fits the share left after the overlap; a single cluster may still fit the whole size.
-            stop = _forward_to_cluster(text, start + 1, end)
+            stop = forward_to_cluster(text, start + 1, end)
             if meter.cost(start, stop) + meter.specials > size:
                 stop = start + 1
                 tokens = meter.cost(start, stop) + meter.specials
@@ -186,13 +127,12 @@ def _hard_split(meter: _Meter, start: int, end: int, limit: int, size: int) -> I
 def _units(meter: _Meter, limit: int, size: int, lo: int, hi: int) -> Iterator[_Unit]:
     """Sentences that fit ``limit``; words of a sentence that does not; hard pieces of a word that does not."""
     text, specials = meter.text, meter.specials
-    for s_start, s_end, rank in _sentences(text, lo, hi):
+    for s_start, s_end, rank in sentences(text, lo, hi):
         cost = meter.cost(s_start, s_end)
         if cost + specials <= limit:
             yield s_start, s_end, cost, rank
             continue
-        for word in _WORD.finditer(text, s_start, s_end):
-            w_start, w_end = word.span()
+        for w_start, w_end in words(text, s_start, s_end):
             cost = meter.cost(w_start, w_end)
             if cost + specials <= limit:
                 yield w_start, w_end, cost, rank if w_end == s_end else 0
@@ -246,9 +186,9 @@ def _pack_tokens(meter: _Tokens, limit: int, size: int) -> Iterator[tuple[int, i
 def _token_overlap_start(meter: _Tokens, prev_start: int, start: int, end: int, overlap: int, size: int) -> int:
     """The earliest start after ``prev_start`` that repeats at most ``overlap`` tokens and keeps the chunk in size."""
     text, specials = meter.text, meter.specials
-    begin = _overlap_start(text, _first(prev_start + 1, start, lambda p: meter.cost(p, start) <= overlap), start)
+    begin = overlap_start(text, _first(prev_start + 1, start, lambda p: meter.cost(p, start) <= overlap), start)
     if begin < start and meter.cost(begin, end) + specials > size:
-        begin = _overlap_start(text, _first(begin + 1, start, lambda p: meter.cost(p, end) + specials <= size), start)
+        begin = overlap_start(text, _first(begin + 1, start, lambda p: meter.cost(p, end) + specials <= size), start)
         if begin < start and meter.cost(begin, end) + specials > size:
             begin = start
     return begin
@@ -313,6 +253,6 @@ def chunk_text(
             if isinstance(meter, _Tokens):
                 start = _token_overlap_start(meter, prev_start, start, end, overlap, size)
             else:
-                start = _overlap_start(text, max(start - overlap, prev_start + 1), start)
+                start = overlap_start(text, max(start - overlap, prev_start + 1), start)
             spans[i] = (start, end)
     return [Chunk(i, start, end, text[start:end]) for i, (start, end) in enumerate(spans)]
