@@ -9,62 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.base import Task
-from service.credentials import (
-    SigningAlgorithm,
-    hmac_secret,
-    jwt_algorithm,
-    load_public_key,
-    parse_api_keys,
-    read_key_file,
-)
+from service.credentials import SigningAlgorithm, load_api_keys, load_jwt_verification
+from service.model_entry import ModelEntry, split_models
 from service.security import JwtKey, JwtPolicy, check_cors, is_loopback_host
 
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
-
-
-class ModelEntry(BaseModel):
-    """One served model: its public id, a local directory and optionally the task (inferred when absent)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/-]+$")
-    path: Path | None = Field(default=None, description="Local model directory; None means the packaged default.")
-    task: Task | None = None
-
-    @classmethod
-    def parse(cls, spec: str) -> ModelEntry:
-        """Parse ``ID=PATH[:TASK]`` (or just ``PATH``, whose directory name becomes the id).
-
-        Raises:
-            ValueError: the spec is empty or names an unknown task.
-        """
-        spec = spec.strip()
-        if not spec:
-            raise ValueError("empty model spec; expected ID=PATH[:TASK]")
-        model_id, sep, rest = spec.partition("=")
-        if not sep:
-            model_id, rest = "", spec
-        task: Task | None = None
-        head, colon, tail = rest.rpartition(":")
-        if colon and tail in {t.value for t in Task}:
-            rest, task = head, Task(tail)
-        elif colon and "/" not in tail and tail and not Path(rest).exists():
-            tasks = ", ".join(t.value for t in Task)
-            raise ValueError(f"unknown task {tail!r} in model spec {spec!r}; use one of: {tasks}")
-        path = Path(rest).expanduser()
-        return cls(id=model_id or path.name, path=path, task=task)
-
-
-def _split_models(value: object) -> object:
-    if isinstance(value, str):
-        return [ModelEntry.parse(part) for part in value.split(",") if part.strip()]
-    if isinstance(value, list | tuple):
-        return [ModelEntry.parse(v) if isinstance(v, str) else v for v in value]
-    return value
 
 
 class Settings(BaseSettings):
@@ -257,7 +210,7 @@ class Settings(BaseSettings):
     @field_validator("models", mode="before")
     @classmethod
     def _parse_models(cls, value: object) -> object:
-        return _split_models(value)
+        return split_models(value)
 
     @field_validator("remote_allowlist", "cors_origins", "cors_methods", "cors_headers", "api_keys", mode="before")
     @classmethod
@@ -316,13 +269,7 @@ class Settings(BaseSettings):
         Raises:
             ValueError: no keys, an unreadable file, or a bad key (the message never shows a key).
         """
-        entries = [key.get_secret_value() for key in self.api_keys]
-        if self.api_key_file is not None:
-            entries += read_key_file(self.api_key_file)
-        keys = parse_api_keys(entries)
-        if not keys:
-            raise ValueError("auth_mode api-key needs keys: set CHUNKSERVE_API_KEYS or CHUNKSERVE_API_KEY_FILE")
-        return keys
+        return load_api_keys((key.get_secret_value() for key in self.api_keys), self.api_key_file)
 
     def jwt_verification(self) -> tuple[JwtKey, JwtPolicy]:
         """The key and the policy JWTs are checked against.
@@ -330,24 +277,14 @@ class Settings(BaseSettings):
         Raises:
             ValueError: neither or both of a secret and a public key, or one that does not fit the algorithm.
         """
-        if (self.jwt_secret is None) == (self.jwt_public_key is None):
-            raise ValueError(
-                "auth_mode jwt needs exactly one of CHUNKSERVE_JWT_SECRET (HS256) or CHUNKSERVE_JWT_PUBLIC_KEY "
-                "(RS256/ES256)"
-            )
-        key: JwtKey
-        if self.jwt_secret is not None:
-            key = hmac_secret(self.jwt_secret.get_secret_value(), self.jwt_algorithm or "HS256")
-        else:
-            assert self.jwt_public_key is not None
-            key = load_public_key(self.jwt_public_key)
-        policy = JwtPolicy(
-            algorithm=jwt_algorithm(key, self.jwt_algorithm),
+        return load_jwt_verification(
+            None if self.jwt_secret is None else self.jwt_secret.get_secret_value(),
+            self.jwt_public_key,
+            self.jwt_algorithm,
             audience=self.jwt_audience,
             issuer=self.jwt_issuer,
             leeway_s=self.jwt_leeway_s,
         )
-        return key, policy
 
     def model_entries(self) -> list[ModelEntry]:
         """The configured models, or the packaged default when none is configured."""

@@ -1,6 +1,7 @@
 """Key material for authentication, checked at start-up: API-key lists, JWT secrets and public keys.
 
 Nothing here runs per request; ``service/security.py`` verifies callers with what these functions return.
+``load_api_keys`` and ``load_jwt_verification`` assemble the whole of it from the settings' values.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Literal
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from service.security import HMAC_ALGORITHMS, JwtKey, PublicKey
+from service.security import HMAC_ALGORITHMS, JwtKey, JwtPolicy, PublicKey
 
 SigningAlgorithm = Literal[
     "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"
@@ -132,3 +133,47 @@ def hmac_secret(secret: str, algorithm: str = "HS256") -> bytes:
             "e.g. python -c 'import secrets; print(secrets.token_urlsafe(64))'"
         )
     return key
+
+
+def load_api_keys(keys: Iterable[str], key_file: Path | None) -> dict[str, str]:
+    """The API keys ``keys`` plus those of ``key_file``, by name.
+
+    Raises:
+        ValueError: no keys, an unreadable file, or a bad key (the message never shows a key).
+    """
+    entries = list(keys)
+    if key_file is not None:
+        entries += read_key_file(key_file)
+    table = parse_api_keys(entries)
+    if not table:
+        raise ValueError("auth_mode api-key needs keys: set CHUNKSERVE_API_KEYS or CHUNKSERVE_API_KEY_FILE")
+    return table
+
+
+def load_jwt_verification(
+    secret: str | None,
+    public_key: str | None,
+    algorithm: SigningAlgorithm | None,
+    *,
+    audience: str | None,
+    issuer: str | None,
+    leeway_s: float,
+) -> tuple[JwtKey, JwtPolicy]:
+    """The key (an HMAC ``secret`` or a ``public_key``) and the policy JWTs are checked against.
+
+    Raises:
+        ValueError: neither or both of a secret and a public key, or one that does not fit the algorithm.
+    """
+    if (secret is None) == (public_key is None):
+        raise ValueError(
+            "auth_mode jwt needs exactly one of CHUNKSERVE_JWT_SECRET (HS256) or CHUNKSERVE_JWT_PUBLIC_KEY "
+            "(RS256/ES256)"
+        )
+    key: JwtKey
+    if secret is not None:
+        key = hmac_secret(secret, algorithm or "HS256")
+    else:
+        assert public_key is not None
+        key = load_public_key(public_key)
+    policy = JwtPolicy(algorithm=jwt_algorithm(key, algorithm), audience=audience, issuer=issuer, leeway_s=leeway_s)
+    return key, policy

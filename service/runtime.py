@@ -16,10 +16,11 @@ from models.base import Model
 from models.loading import LoadOptions, load_model
 from models.packaged import default_model_path
 from service.batcher import BatchPolicy
-from service.config import ModelEntry, Settings
+from service.config import Settings
 from service.engine import ModelEngine, device_memory, model_thread
 from service.guard import OutboundPolicy
 from service.metrics import LiveMetric, Metrics
+from service.model_entry import ModelEntry
 from service.outbound import make_guarded_client
 from service.pipeline import Pipeline, PipelineLimits, Resolver
 from service.registry import ModelRegistry, Phase

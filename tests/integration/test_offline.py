@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from models.base import Task
-from service.config import ModelEntry, Settings
+from service.config import Settings
+from service.model_entry import ModelEntry
 from service.offline import RunOptions, run_async
 from tests.integration.conftest import tiny_settings
 

@@ -9,7 +9,8 @@ import pytest
 
 from models.base import Task
 from service.cli import ENV_ONLY, build_parser, settings_from_args
-from service.config import DEFAULT_MODEL_ID, ModelEntry, Settings
+from service.config import DEFAULT_MODEL_ID, Settings
+from service.model_entry import ModelEntry
 
 
 @pytest.fixture(autouse=True)

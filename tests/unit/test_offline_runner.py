@@ -14,7 +14,8 @@ import pytest
 from models.base import Encoded, Model, Task
 from models.loading import LoadOptions
 from service.chunking import chunk_text
-from service.config import ModelEntry, Settings
+from service.config import Settings
+from service.model_entry import ModelEntry
 from service.offline import RunOptions, run, run_async
 from service.runtime import default_loader
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from models.base import Encoded, Model
 from models.loading import LoadOptions
-from service.config import ModelEntry, Settings
+from service.config import Settings
 from service.metrics import Metrics
+from service.model_entry import ModelEntry
 from service.registry import ModelRegistry, Phase
 from service.runtime import batch_policy, default_loader, load_engines
 
