@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,7 +64,7 @@ async def scrape_batch_sizes(client: httpx.AsyncClient, model: str) -> dict[str,
     return out
 
 
-def _histogram_delta(before: dict[str, float], after: dict[str, float]) -> tuple[float | None, dict[str, int]]:
+def _histogram_delta(before: Mapping[str, float], after: Mapping[str, float]) -> tuple[float | None, dict[str, int]]:
     count = after.get("_count", 0) - before.get("_count", 0)
     if count <= 0:
         return None, {}

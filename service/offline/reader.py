@@ -7,6 +7,7 @@ naming its file and line, and reading goes on.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -137,7 +138,7 @@ def count_documents(inputs: Sequence[str | Path], exclude: Path | None = None) -
     return total
 
 
-def split_lines(stream: BinaryIO, size: int = 1 << 16) -> Iterator[bytes]:
+def split_lines(stream: BinaryIO | io.RawIOBase, size: int = 1 << 16) -> Iterator[bytes]:
     """The lines of ``stream``, each as soon as it has arrived (one ``read1``/raw ``read`` at a time)."""
     read = getattr(stream, "read1", stream.read)
     parts: list[bytes] = []

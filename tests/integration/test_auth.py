@@ -79,7 +79,7 @@ def hs_claims(**overrides: Any) -> dict[str, Any]:
 CASES: dict[str, tuple[str, Any, bool]] = {
     "no token": ("hs", lambda k: None, False),
     "bad signature": ("hs", lambda k: jwt.encode(hs_claims(), OTHER_SECRET, algorithm="HS256"), False),
-    "alg none": ("hs", lambda k: jwt.encode(hs_claims(), None, algorithm="none"), False),
+    "alg none": ("hs", lambda k: jwt.encode(hs_claims(), "", algorithm="none"), False),
     "expired": ("hs", lambda k: jwt.encode(hs_claims(exp=int(time.time()) - 5), SECRET, algorithm="HS256"), False),
     "wrong audience": ("hs", lambda k: jwt.encode(hs_claims(aud="other"), SECRET, algorithm="HS256"), False),
     "hs/rs confusion": ("rs", lambda k: forge_hs256(claims(), public_pem(k).encode()), False),
@@ -140,7 +140,7 @@ def _ws(url: str, token: str | None, accepted: bool, *, via_subprotocol: bool, p
     with ws_connect(ws_url, **options) as ws:
         assert ws.subprotocol == ("bearer" if via_subprotocol and token is not None else None)
         ws.send(json.dumps({**JOB, "job_id": "j1"}))
-        kinds = []
+        kinds: list[str] = []
         while not kinds or kinds[-1] not in ("done", "error"):
             kinds.append(json.loads(ws.recv(timeout=30))["type"])
     assert kinds[-1] == "done" and "result" in kinds

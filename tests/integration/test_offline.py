@@ -63,7 +63,7 @@ async def test_sigterm_then_resume_gives_exactly_the_uninterrupted_results(tmp_p
     src = tmp_path / "docs.jsonl"
     src.write_bytes(b"".join(orjson.dumps({"id": f"d{i}", "text": _text(i)}) + b"\n" for i in range(600)))
     budgets = ["--max-batch-size", "4", "--batch-window", "8", "--max-wait-ms", "1", "--torch-threads", "1"]
-    args = [src, "--model", f"tiny={tiny_bert_dir}:embedding", "--device", "cpu", *budgets]
+    args: list[str | Path] = [src, "--model", f"tiny={tiny_bert_dir}:embedding", "--device", "cpu", *budgets]
     args += ["--id-field", "id", "--chunk-size", "30", "--aggregate", "mean"]
     out = tmp_path / "out.jsonl"
 

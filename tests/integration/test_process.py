@@ -88,11 +88,12 @@ def test_mixed_local_and_remote_chunks_come_back_in_order(server: str, fake: str
 
 
 def test_classic_request_shape_works_on_process_slash(server: str, fake: str) -> None:
-    body = {"text": TEXT, "chunk_size": 200, "api_urls": [f"{fake}/generic", f"{fake}/"]}
+    urls = [f"{fake}/generic", f"{fake}/"]
+    body = {"text": TEXT, "chunk_size": 200, "api_urls": urls}
     data = _process(server, body, "/process/").json()
     assert data["failed"] == 0 and data["total"] == len(data["chunks"])
     targets = [r["target"] for r in data["results"]]
-    assert targets == [body["api_urls"][i % 2] for i in range(len(targets))]
+    assert targets == [urls[i % 2] for i in range(len(targets))]
 
 
 def test_no_targets_means_the_default_local_model(server: str) -> None:

@@ -182,8 +182,8 @@ def test_websocket_runs_several_jobs_and_survives_a_bad_one(server: str, fake: s
 
 def test_websocket_checks_the_origin(server: str) -> None:
     with pytest.raises(InvalidStatus):
-        ws_connect(_ws_url(server), origin="https://evil.example", open_timeout=10)  # type: ignore[arg-type]
-    with ws_connect(_ws_url(server), origin="https://app.example", open_timeout=10) as ws:  # type: ignore[arg-type]
+        ws_connect(_ws_url(server), origin="https://evil.example", open_timeout=10)  # type: ignore[call-overload]
+    with ws_connect(_ws_url(server), origin="https://app.example", open_timeout=10) as ws:  # type: ignore[call-overload]
         ws.send("fine.")
         assert json.loads(ws.recv(timeout=30))["type"] == "step"
 
