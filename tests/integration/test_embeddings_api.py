@@ -41,7 +41,7 @@ async def test_concurrent_clients_each_get_their_own_embedding(tiny_url: str, re
     texts = _distinct_texts(500)
     expected = [_alone(reference_embedder, t) for t in texts]
     got: dict[int, np.ndarray] = {}
-    statuses: list[int] = []
+    refused: list[tuple[int, int, str]] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(texts)):
         queue.put_nowait(i)
@@ -53,19 +53,22 @@ async def test_concurrent_clients_each_get_their_own_embedding(tiny_url: str, re
             while not queue.empty():
                 i = queue.get_nowait()
                 response = await client.post("/v1/embeddings", json={"input": texts[i], "model": "tiny-embed"})
-                statuses.append(response.status_code)
+                if response.status_code != 200:
+                    refused.append((i, response.status_code, response.text[:300]))
+                    continue
                 body = response.json()
                 assert body["data"][0]["index"] == 0
                 got[i] = np.asarray(body["data"][0]["embedding"], dtype=np.float32)
 
         await asyncio.gather(*(client_loop() for _ in range(64)))
         after = _batch_count(await client.get("/metrics"))
-    assert statuses == [200] * 500
+    assert not refused, refused[:5]
     assert sorted(got) == list(range(500))
-    for i, vector in got.items():
-        np.testing.assert_allclose(vector, expected[i], atol=1e-5, err_msg=f"input {i} got someone else's result")
+    # Cross-talk would be a different vector entirely (differences near 1), not float noise.
+    worst = max(range(500), key=lambda i: float(np.abs(got[i] - expected[i]).max()))
+    np.testing.assert_allclose(got[worst], expected[worst], atol=1e-5, err_msg=f"input {worst}: the worst match")
     # Batching really happened (otherwise this test would not be testing cross-talk).
-    assert after - before < 500
+    assert after - before < 500, f"{after - before:.0f} model calls for 500 requests: nothing was batched"
 
 
 def _batch_count(metrics: httpx.Response) -> float:
