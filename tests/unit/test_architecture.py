@@ -26,6 +26,8 @@ LEAVES = [
     "errors",
     "schemas",
     "trace",
+    "aionet",
+    "heap",
 ]
 EXISTING_LEAVES = [f"service/{name}.py" for name in LEAVES if (ROOT / "service" / f"{name}.py").exists()]
 LEAF_ALLOWED = {
