@@ -73,11 +73,13 @@ async def test_a_read_returns_at_most_max_bytes_and_keeps_the_rest_in_order() ->
         await stream.aclose()
 
 
-async def test_a_silent_peer_makes_the_read_time_out() -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(10)
+async def inert(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Neither reads nor writes until the test is over."""
+    await asyncio.sleep(10)
 
-    async with server(silent) as port:
+
+async def test_a_silent_peer_makes_the_read_time_out() -> None:
+    async with server(inert) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
         with pytest.raises(httpcore.ReadTimeout):
             await stream.read(100, timeout=0.05)
@@ -85,10 +87,7 @@ async def test_a_silent_peer_makes_the_read_time_out() -> None:
 
 
 async def test_a_peer_that_never_reads_makes_the_write_time_out() -> None:
-    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(10)
-
-    async with server(deaf) as port:
+    async with server(inert) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
 
         async def fill() -> None:
