@@ -71,7 +71,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.serving import serve
+    from service.server.serving import serve
 
     settings = settings_from_args(args)
     for entry in settings.models:
@@ -95,8 +95,8 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from service.credentials import hmac_secret
-    from service.security import mint_token, parse_duration
+    from service.security.credentials import hmac_secret
+    from service.security.verify import mint_token, parse_duration
 
     settings = settings_from_args(argparse.Namespace())
     if settings.jwt_secret is None:
@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _fake_remote(args: argparse.Namespace) -> int:
-    from service.bench.fake_remote import serve_fake_remote
+    from service.bench.servers.fake_remote import serve_fake_remote
 
     serve_fake_remote(host=args.host, port=args.port, latency_s=args.latency_ms / 1000.0, fail_rate=args.fail_rate)
     return 0

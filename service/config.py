@@ -13,9 +13,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.base import Task
-from service.credentials import SigningAlgorithm, load_api_keys, load_jwt_verification
-from service.model_entry import ModelEntry, split_models
-from service.security import JwtKey, JwtPolicy, check_cors, is_loopback_host
+from service.inference.model_entry import ModelEntry, split_models
+from service.security.credentials import SigningAlgorithm, load_api_keys, load_jwt_verification
+from service.security.verify import JwtKey, JwtPolicy, check_cors, is_loopback_host
 
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
 

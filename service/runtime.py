@@ -15,16 +15,17 @@ import httpx2 as httpx
 from models.base import Model
 from models.loading import LoadOptions, load_model
 from models.packaged import default_model_path
-from service.batcher import BatchPolicy
+from service.batching.batcher import BatchPolicy
 from service.config import Settings
-from service.engine import ModelEngine, device_memory, model_thread
-from service.guard import OutboundPolicy
-from service.metrics import LiveMetric, Metrics
-from service.model_entry import ModelEntry
-from service.outbound import make_guarded_client
-from service.pipeline import Pipeline, PipelineLimits, Resolver
-from service.registry import ModelRegistry, Phase
-from service.remote import RemoteClient, RetryPolicy
+from service.inference.engine import ModelEngine, device_memory, model_thread
+from service.inference.model_entry import ModelEntry
+from service.inference.registry import ModelRegistry, Phase
+from service.jobs.pipeline import Pipeline, PipelineLimits, Resolver
+from service.jobs.targets import JobLimits
+from service.observability.metrics import LiveMetric, Metrics
+from service.outbound.guard import OutboundPolicy
+from service.outbound.remote import RemoteClient, RetryPolicy
+from service.outbound.transport import make_guarded_client
 
 log = logging.getLogger("chunkserve")
 
@@ -158,13 +159,13 @@ def live_metrics(registry: ModelRegistry, pipeline: Pipeline) -> list[LiveMetric
             "chunkserve_dropped_inputs",
             "Queued inputs dropped before compute because their caller went away.",
             ("model",),
-            {(e.model_id,): float(e.batcher.counts.dropped) for e in engines},
+            {(e.model_id,): float(e.counts.dropped) for e in engines},
         ),
         LiveMetric(
             "chunkserve_failed_inputs",
             "Inputs whose model call raised.",
             ("model",),
-            {(e.model_id,): float(e.batcher.counts.failed) for e in engines},
+            {(e.model_id,): float(e.counts.failed) for e in engines},
         ),
         LiveMetric(
             "chunkserve_remote_calls",
@@ -193,3 +194,12 @@ def live_metrics(registry: ModelRegistry, pipeline: Pipeline) -> list[LiveMetric
             kind="gauge",
         ),
     ]
+
+
+def job_limits(settings: Settings) -> JobLimits:
+    """The limits a request is checked against while it becomes a job."""
+    return JobLimits(
+        max_text_chars=settings.max_text_chars,
+        max_targets=settings.max_targets,
+        default_timeout_s=settings.remote_timeout_s,
+    )

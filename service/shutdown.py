@@ -1,6 +1,6 @@
 """Drain: the server-wide "shutting down" state, begun once and watched by long-lived handlers.
 
-Order of a graceful shutdown (see ``service/serving.py``): the signal begins the drain at once (``/ready`` turns
+Order of a graceful shutdown (see ``service/server/serving.py``): the signal begins the drain at once (``/ready`` turns
 503, new work gets 503 + Retry-After), the listening socket closes, WebSocket sessions finish their running jobs
 and close themselves, HTTP requests and SSE streams in flight complete, and the batchers drain last.
 """

@@ -10,8 +10,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.metrics import Metrics
-from service.trace import RequestTrace, current_trace
+from service.observability.metrics import Metrics
+from service.observability.trace import RequestTrace, current_trace
 
 log = logging.getLogger("chunkserve.access")
 

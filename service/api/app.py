@@ -20,9 +20,9 @@ from service.api.routes import classify, embeddings, health, process, stream, ws
 from service.api.routes import metrics as metrics_route
 from service.api.routes import models as models_route
 from service.config import Settings
-from service.metrics import Metrics
-from service.pipeline import Resolver
-from service.registry import ModelRegistry, Phase
+from service.inference.registry import ModelRegistry, Phase
+from service.jobs.pipeline import Resolver
+from service.observability.metrics import Metrics
 from service.runtime import Loader, build_pipeline, default_loader, live_metrics, load_engines
 from service.shutdown import Drain
 

@@ -17,8 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.api.errors import send_error
 from service.config import Settings
 from service.errors import AuthError, RateLimited
-from service.quotas import JobSlots, TokenBuckets
-from service.security import (
+from service.security.quotas import JobSlots, TokenBuckets
+from service.security.verify import (
     Anonymous,
     ApiKeys,
     Authenticator,

@@ -9,10 +9,12 @@ from fastapi import Depends, Request
 
 from service.api.auth import Access
 from service.config import Settings
-from service.metrics import Metrics
-from service.pipeline import Pipeline
-from service.registry import ModelRegistry
-from service.security import Principal
+from service.inference.registry import ModelRegistry
+from service.jobs.pipeline import Pipeline
+from service.jobs.targets import JobLimits
+from service.observability.metrics import Metrics
+from service.runtime import job_limits
+from service.security.verify import Principal
 
 
 def get_registry(request: Request) -> ModelRegistry:
@@ -39,6 +41,11 @@ def get_pipeline(request: Request) -> Pipeline:
     return pipeline
 
 
+def get_job_limits(request: Request) -> JobLimits:
+    """The limits a request is checked against while it becomes a job."""
+    return job_limits(get_settings(request))
+
+
 def get_principal(request: Request) -> Principal:
     """The caller, authenticated by ``AuthMiddleware`` before the route was reached."""
     principal: Principal = request.state.principal
@@ -60,4 +67,5 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
+JobLimitsDep = Annotated[JobLimits, Depends(get_job_limits)]
 JOB_SLOT = Depends(hold_job_slot)

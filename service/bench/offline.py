@@ -25,7 +25,7 @@ import orjson
 
 from service.bench.corpus import builtin_corpus, load_corpus
 from service.bench.procs import rss_bytes
-from service.chunking import chunk_text
+from service.jobs.chunking import chunk_text
 
 RawMeasure = Callable[[list[str]], dict[str, Any]]
 

@@ -58,7 +58,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def _measure_raw(model_id: str, texts: list[str]) -> dict[str, Any]:
     from models.loading import LoadOptions
     from service.bench.raw import measure_raw
-    from service.engine import set_torch_threads
+    from service.inference.engine import set_torch_threads
     from service.runtime import default_loader, effective_threads
 
     settings = Settings()

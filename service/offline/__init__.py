@@ -10,7 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.offline.options import RunOptions, Summary, parse_target
+    from service.jobs.targets import parse_target
+    from service.offline.options import RunOptions, Summary
     from service.offline.session import run, run_async
 
 __all__ = ["RunOptions", "Summary", "parse_target", "run", "run_async"]
@@ -18,7 +19,7 @@ __all__ = ["RunOptions", "Summary", "parse_target", "run", "run_async"]
 _WHERE = {
     "RunOptions": "service.offline.options",
     "Summary": "service.offline.options",
-    "parse_target": "service.offline.options",
+    "parse_target": "service.jobs.targets",
     "run": "service.offline.session",
     "run_async": "service.offline.session",
 }

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.chunking import Strategy
 from service.config import Settings
+from service.jobs.chunking import Strategy
+from service.jobs.targets import Assignment
 from service.offline.options import EXIT_BY_SIGNAL, RunOptions
-from service.pipeline import Assignment
 
 # Settings that only mean something to a server; `chunkserve run` takes every other one as a flag.
 SERVER_ONLY = frozenset(

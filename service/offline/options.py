@@ -8,10 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal, TextIO
 
-from service.chunking import Strategy
-from service.pipeline import Assignment, LocalTarget, Target
-from service.remote import RemoteProtocol, RemoteTarget
-from service.schemas import TargetSpec
+from service.jobs.chunking import Strategy
+from service.jobs.targets import Assignment, Target, parse_target
+from service.outbound.remote import RemoteTarget
 
 Aggregate = Literal["mean"]
 EXIT_OK, EXIT_FAILURES = 0, 1
@@ -89,31 +88,6 @@ class RunOptions:
             stdin=stdin,
             **rest,
         )
-
-
-def parse_target(spec: str | dict[str, Any] | Target) -> Target:
-    """A target from a local model id, an http(s) URL (a generic remote), or a ``/v1/process`` target object.
-
-    Raises:
-        ValueError: the object is not a valid target.
-    """
-    if isinstance(spec, LocalTarget | RemoteTarget):
-        return spec
-    if isinstance(spec, str):
-        if spec.startswith(("http://", "https://")):
-            return RemoteTarget(url=spec)
-        return LocalTarget(model=spec)
-    parsed = TargetSpec.model_validate(spec)
-    if parsed.url is None:
-        assert parsed.model is not None
-        return LocalTarget(model=parsed.model)
-    return RemoteTarget(
-        url=parsed.url,
-        protocol=RemoteProtocol(parsed.protocol),
-        model=parsed.model,
-        prompt=parsed.prompt,
-        headers=tuple(parsed.headers.items()),
-    )
 
 
 @dataclass

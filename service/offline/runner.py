@@ -14,6 +14,8 @@ from typing import Any
 
 from service.config import Settings
 from service.errors import ChunkserveError
+from service.jobs.pipeline import ChunkResult, Pipeline, Plan
+from service.jobs.targets import Job, target_label
 from service.offline.feed import Feed
 from service.offline.options import RunOptions, Summary
 from service.offline.progress import Progress, make_progress
@@ -25,7 +27,6 @@ from service.offline.writer import (
     aggregate_line,
     chunk_line,
 )
-from service.pipeline import ChunkResult, Job, Pipeline, Plan, target_label
 
 log = logging.getLogger("chunkserve.offline")
 
@@ -70,7 +71,7 @@ class Runner:
         self.summary = Summary()
         # The batch size each model actually runs with (an unset setting is resolved per device at load time).
         batch = max(
-            (engine.batcher.policy.max_batch_size for engine in pipeline.registry.engines.values()),
+            (engine.max_batch_size for engine in pipeline.registry.engines.values()),
             default=settings.max_batch_size or 8,
         )
         self.batch = batch

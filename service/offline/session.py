@@ -11,13 +11,13 @@ from typing import Any
 
 from service.config import Settings
 from service.errors import ModelNotFound
-from service.metrics import Metrics
+from service.inference.registry import ModelRegistry, Phase
+from service.jobs.targets import LocalTarget
+from service.observability.metrics import Metrics
 from service.offline.options import RunOptions, Summary
 from service.offline.reader import check_inputs
 from service.offline.runner import Runner
 from service.offline.writer import OutputIndex, ResultWriter, load_index, trim_partial_line
-from service.pipeline import LocalTarget
-from service.registry import ModelRegistry, Phase
 from service.runtime import Loader, build_pipeline, default_loader, load_engines
 
 _SIGNALS = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}

@@ -12,9 +12,9 @@ from fastapi import FastAPI
 
 from models.base import Task
 from service.api.app import create_app
-from service.bench.fake_remote import create_fake_remote
+from service.bench.servers.fake_remote import create_fake_remote
 from service.config import Settings
-from service.model_entry import ModelEntry
+from service.inference.model_entry import ModelEntry
 from tests.support.servers import running_server
 
 

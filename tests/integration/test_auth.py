@@ -25,7 +25,7 @@ from websockets.sync.client import connect as ws_connect
 from models.base import Task
 from service.api.app import create_app
 from service.api.routes import ws
-from service.model_entry import ModelEntry
+from service.inference.model_entry import ModelEntry
 from tests.integration.conftest import tiny_settings, wait_ready
 from tests.support.servers import running_server
 from tests.support.tokens import claims, forge_hs256, public_pem

@@ -13,7 +13,7 @@ import pytest
 from models.base import Model
 from models.loading import LoadOptions
 from service.api.app import create_app
-from service.model_entry import ModelEntry
+from service.inference.model_entry import ModelEntry
 from service.runtime import default_loader
 from tests.integration.conftest import tiny_settings, wait_ready
 from tests.support.servers import running_server

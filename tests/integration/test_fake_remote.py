@@ -14,7 +14,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from service.bench.fake_remote import FakeRemoteConfig, create_fake_remote, fake_embedding
+from service.bench.servers.fake_remote import FakeRemoteConfig, create_fake_remote, fake_embedding
 from tests.support.servers import ServerThread, running_server
 
 

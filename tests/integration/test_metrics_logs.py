@@ -18,7 +18,7 @@ from websockets.sync.client import connect as ws_connect
 
 from service.api.app import create_app
 from service.cli import main
-from service.logs import JsonFormatter
+from service.observability.logs import JsonFormatter
 from tests.integration.conftest import tiny_settings, wait_ready
 from tests.support.servers import running_server
 

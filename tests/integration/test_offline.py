@@ -17,7 +17,7 @@ import pytest
 
 from models.base import Task
 from service.config import Settings
-from service.model_entry import ModelEntry
+from service.inference.model_entry import ModelEntry
 from service.offline import RunOptions, run_async
 from tests.integration.conftest import tiny_settings
 

@@ -10,7 +10,7 @@ import pytest
 from models.base import Task
 from service.cli import ENV_ONLY, build_parser, settings_from_args
 from service.config import DEFAULT_MODEL_ID, Settings
-from service.model_entry import ModelEntry
+from service.inference.model_entry import ModelEntry
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,9 @@ from typing import Any
 from models.base import Encoded, Model
 from models.loading import LoadOptions
 from service.config import Settings
-from service.metrics import Metrics
-from service.model_entry import ModelEntry
-from service.registry import ModelRegistry, Phase
+from service.inference.model_entry import ModelEntry
+from service.inference.registry import ModelRegistry, Phase
+from service.observability.metrics import Metrics
 from service.runtime import batch_policy, default_loader, load_engines
 
 

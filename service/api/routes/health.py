@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from service.api.deps import RegistryDep
-from service.registry import Phase
+from service.inference.registry import Phase
 from service.schemas import HealthResponse
 
 router = APIRouter(tags=["health"])

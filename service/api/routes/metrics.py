@@ -15,5 +15,5 @@ router = APIRouter(tags=["health"])
 async def metrics(registry: RegistryDep, collectors: MetricsDep) -> Response:
     """Every collector, with queue depths read at scrape time."""
     for model_id, engine in registry.engines.items():
-        collectors.queue_depth.labels(model_id).set(engine.batcher.queue_depth)
+        collectors.queue_depth.labels(model_id).set(engine.queue_depth)
     return Response(collectors.render(), media_type=CONTENT_TYPE_LATEST)

@@ -9,11 +9,11 @@ import orjson
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from service.api.deps import JOB_SLOT, PipelineDep, SettingsDep
-from service.api.routes.process import job_from_request
+from service.api.deps import JOB_SLOT, JobLimitsDep, PipelineDep, SettingsDep
 from service.errors import ChunkserveError
-from service.events import job_events
-from service.pipeline import Pipeline, Plan
+from service.jobs.events import job_events
+from service.jobs.pipeline import Pipeline, Plan
+from service.jobs.targets import job_from_request
 from service.schemas import ErrorResponse, ProcessRequest
 
 router = APIRouter(tags=["process"])
@@ -50,7 +50,9 @@ async def _sse(pipeline: Pipeline, plan: Plan) -> AsyncIterator[ServerSentEvent]
     dependencies=[JOB_SLOT],
 )
 @router.post("/stream/", response_class=EventSourceResponse, responses=_ERRORS, dependencies=[JOB_SLOT])
-async def process_stream(body: ProcessRequest, pipeline: PipelineDep, settings: SettingsDep) -> EventSourceResponse:
+async def process_stream(
+    body: ProcessRequest, pipeline: PipelineDep, settings: SettingsDep, limits: JobLimitsDep
+) -> EventSourceResponse:
     """Like /v1/process, but each chunk's result is sent as a ``result`` event the moment it finishes.
 
     Events: ``progress`` (chunked / queued / done counts), ``result`` (one per chunk, completion order),
@@ -61,7 +63,7 @@ async def process_stream(body: ProcessRequest, pipeline: PipelineDep, settings: 
         InputTooLarge, ModelNotFound, ForbiddenTarget, InvalidInput, Overloaded: before the stream starts.
         RateLimited: the caller already runs its most jobs at once (the slot is held until the stream ends).
     """
-    plan = await pipeline.prepare(job_from_request(body, settings))
+    plan = await pipeline.prepare(job_from_request(body, limits))
     # On shutdown a job in progress runs to its summary; sse-starlette would otherwise cut the stream at once.
     return EventSourceResponse(
         _sse(pipeline, plan),

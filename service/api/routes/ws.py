@@ -20,13 +20,14 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from service.api.auth import Access
-from service.api.routes.process import job_from_request
 from service.config import Settings
 from service.errors import ChunkserveError, InputTooLarge, InvalidInput, RateLimited
-from service.events import job_events
-from service.pipeline import Pipeline
+from service.jobs.events import job_events
+from service.jobs.pipeline import Pipeline
+from service.jobs.targets import job_from_request
+from service.runtime import job_limits
 from service.schemas import ProcessRequest
-from service.security import WS_BEARER_PROTOCOL, Principal
+from service.security.verify import WS_BEARER_PROTOCOL, Principal
 from service.shutdown import Drain
 
 router = APIRouter(tags=["process"])
@@ -82,7 +83,7 @@ class _Session:
     async def run_job(self, job_id: str, request: ProcessRequest) -> None:
         try:
             with self.access.slots.hold(self.principal.key):
-                plan = await self.pipeline.prepare(job_from_request(request, self.settings))
+                plan = await self.pipeline.prepare(job_from_request(request, job_limits(self.settings)))
                 async for event in job_events(self.pipeline, plan):
                     if event.kind == "summary":
                         await self.send("done", job_id, **event.data)

@@ -1,0 +1,73 @@
+"""A job as a stream of typed events (progress, result, summary): what SSE and WebSocket both send."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from service.jobs.pipeline import ChunkResult, Pipeline, Plan
+from service.jobs.targets import target_label
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One message of a job: ``kind`` is progress | result | summary | step."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+def result_payload(result: ChunkResult) -> dict[str, Any]:
+    """A chunk result as JSON-ready data."""
+    return {
+        "index": result.index,
+        "target": result.target,
+        "success": result.success,
+        "result": result.result,
+        "error": {"type": result.error.type, "message": result.error.message} if result.error else None,
+        "latency_ms": result.latency_ms,
+        "attempts": result.attempts,
+    }
+
+
+async def job_events(pipeline: Pipeline, plan: Plan, *, progress_every_s: float = 0.25) -> AsyncIterator[Event]:
+    """Progress at the start, each result as it completes (with progress at most every ``progress_every_s``),
+    then a summary. Closing the iterator early cancels the job's outstanding work."""
+    started = time.perf_counter()
+    total = len(plan.work)
+    targets = sorted({target_label(t) for _, t in plan.work})
+    yield Event("step", {"step": "chunked", "message": f"chunked into {len(plan.chunks)} chunks"})
+    yield Event(
+        "step",
+        {"step": "dispatched", "message": f"dispatched {total} calls to {len(targets)} target(s)", "targets": targets},
+    )
+    yield Event("progress", {"chunked": len(plan.chunks), "queued": total, "done": 0, "failed": 0})
+    done = failed = 0
+    last_progress = time.perf_counter()
+    results = pipeline.run(plan)
+    try:
+        async for result in results:
+            done += 1
+            failed += not result.success
+            yield Event("result", result_payload(result))
+            now = time.perf_counter()
+            if now - last_progress >= progress_every_s and done < total:
+                last_progress = now
+                yield Event(
+                    "progress", {"chunked": len(plan.chunks), "queued": total - done, "done": done, "failed": failed}
+                )
+    finally:
+        await results.aclose()
+    yield Event("progress", {"chunked": len(plan.chunks), "queued": 0, "done": done, "failed": failed})
+    yield Event(
+        "summary",
+        {
+            "total": total,
+            "successful": done - failed,
+            "failed": failed,
+            "chunks": len(plan.chunks),
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )

@@ -1,0 +1,122 @@
+"""What a job asks for, and the one mapping from a request's target specs to ``Target``s.
+
+The HTTP routes, the WebSocket and ``chunkserve run`` all build their jobs here, so a target means the same thing
+whichever way it came in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from service.errors import InputTooLarge
+from service.jobs.chunking import Strategy
+from service.outbound.remote import RemoteProtocol, RemoteTarget
+from service.schemas import ProcessRequest, TargetSpec
+
+
+class Assignment(StrEnum):
+    """How chunks are spread over targets."""
+
+    ROUND_ROBIN = "round_robin"
+    BROADCAST = "broadcast"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTarget:
+    """A model served by this process."""
+
+    model: str
+
+    @property
+    def label(self) -> str:
+        return self.model
+
+
+Target = LocalTarget | RemoteTarget
+
+
+def target_label(target: Target) -> str:
+    """How a target is named in results."""
+    return target.label if isinstance(target, LocalTarget) else target.url
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A long text and what to do with its chunks."""
+
+    text: str
+    chunking: Strategy = Strategy.SENTENCES
+    chunk_size: int = 500
+    overlap: int = 0
+    targets: tuple[Target, ...] = ()
+    assignment: Assignment = Assignment.ROUND_ROBIN
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    """Bounds checked while a request becomes a job (the rest are checked by ``Pipeline.prepare``)."""
+
+    max_text_chars: int
+    max_targets: int
+    default_timeout_s: float
+
+
+def target_from_spec(spec: TargetSpec) -> Target:
+    """The target a validated spec names: a local model when it has no URL, else a remote API."""
+    if spec.url is None:
+        if spec.model is None:  # TargetSpec's own validator refuses this; kept so a bad caller fails clearly
+            raise ValueError("a target needs a model or a url")
+        return LocalTarget(model=spec.model)
+    return RemoteTarget(
+        url=spec.url,
+        protocol=RemoteProtocol(spec.protocol),
+        model=spec.model,
+        prompt=spec.prompt,
+        headers=tuple(spec.headers.items()),
+    )
+
+
+def parse_target(spec: str | dict[str, Any] | Target) -> Target:
+    """A target from a local model id, an http(s) URL (a generic remote), or a ``/v1/process`` target object.
+
+    Raises:
+        ValueError: the object is not a valid target (pydantic's ValidationError is a ValueError).
+    """
+    if isinstance(spec, LocalTarget | RemoteTarget):
+        return spec
+    if isinstance(spec, str):
+        if spec.startswith(("http://", "https://")):
+            return RemoteTarget(url=spec)
+        return LocalTarget(model=spec)
+    return target_from_spec(TargetSpec.model_validate(spec))
+
+
+def targets_of(specs: Iterable[TargetSpec], api_urls: Iterable[str] = ()) -> tuple[Target, ...]:
+    """Targets in request order: the classic ``api_urls`` (generic remotes) first, then ``targets``."""
+    return (*(RemoteTarget(url=url) for url in api_urls), *(target_from_spec(s) for s in specs))
+
+
+def job_from_request(body: ProcessRequest, limits: JobLimits) -> Job:
+    """Check a ``/v1/process`` body's size limits and turn it into a job.
+
+    Raises:
+        InputTooLarge: the text or the target list is over its limit.
+    """
+    if len(body.text) > limits.max_text_chars:
+        raise InputTooLarge(f"text has {len(body.text)} characters; at most {limits.max_text_chars}", field="text")
+    targets = targets_of(body.targets, body.api_urls)
+    if len(targets) > limits.max_targets:
+        raise InputTooLarge(f"{len(targets)} targets; at most {limits.max_targets}", field="targets")
+    return Job(
+        text=body.text,
+        chunking=Strategy(body.chunking),
+        chunk_size=body.chunk_size,
+        overlap=body.overlap,
+        targets=targets,
+        assignment=Assignment(body.assignment),
+        timeout_s=body.timeout_s if body.timeout_s is not None else limits.default_timeout_s,
+    )

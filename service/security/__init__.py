@@ -1,0 +1,1 @@
+"""Who may call: API-key and JWT verification, key material and credentials, per-caller quotas."""

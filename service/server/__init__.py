@@ -1,0 +1,1 @@
+"""Serving processes: uvicorn, worker processes, process-level set-up (signals, garbage-collector tuning)."""
