@@ -13,7 +13,7 @@
     ├── BatchFailed           the model raised on an input; only that input's caller sees it
     └── UpstreamError         a remote API answered badly or not at all
 
-``service/api/app.py`` maps each to a status code in one table.
+``service/api/errors.py`` maps each to a status code in one table (``STATUS_TABLE``).
 """
 
 from __future__ import annotations

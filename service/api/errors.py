@@ -88,7 +88,8 @@ def describe_error(exc: ChunkserveError) -> tuple[int, str, str, dict[str, str] 
 
 
 def _domain_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ChunkserveError)
+    if not isinstance(exc, ChunkserveError):  # registered for this type only
+        raise exc
     status, type_, code, headers = describe_error(exc)
     if status >= 500:
         log.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc.message)
@@ -138,7 +139,8 @@ def _field_of(loc: tuple[Any, ...]) -> str:
 
 
 def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
+    if not isinstance(exc, RequestValidationError):  # registered for this type only
+        raise exc
     errors = exc.errors()
     # For a union (a string or a list of strings) the deepest location is the branch the caller meant.
     ranked = sorted(errors, key=lambda e: -len(_clean_loc(tuple(e.get("loc", ())))))
@@ -155,7 +157,8 @@ def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
+    if not isinstance(exc, StarletteHTTPException):  # registered for this type only
+        raise exc
     headers = dict(exc.headers) if exc.headers else None
     return error_response(
         request, exc.status_code, str(exc.detail), type_="invalid_request_error", code=None, headers=headers

@@ -1,6 +1,6 @@
 """MicroBatcher: turns concurrent one-item calls into batched calls of a model on its own thread.
 
-Asyncio only (see "The MicroBatcher contract" in ARCHITECTURE.md). One loop task owns the queue: it blocks for
+Asyncio only (see "The batcher contract" in docs/architecture.md). One loop task owns the queue: it blocks for
 the first item, waits until that item's deadline (arrival + ``max_wait_s``) unless the queue already fills a batch,
 then takes a window of up to ``window`` queued items (oldest first), sorts them by cost, cuts them into batches
 within ``max_batch_size`` and ``max_batch_tokens`` (padded: longest x n) and runs those one after another.

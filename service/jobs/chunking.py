@@ -231,7 +231,8 @@ def chunk_text(
             (i, min(len(text), i + size)) for i in range(0, max(1, len(text) - overlap), step)
         )
     elif strategy is Strategy.TOKENS:
-        assert count_tokens is not None
+        if count_tokens is None:
+            raise ValueError("chunking by tokens needs count_tokens (the model's tokenizer)")
         meter = _Tokens(text, count_tokens)
         source = _pack_tokens(meter, step, size)
     else:

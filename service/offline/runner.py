@@ -200,11 +200,8 @@ class Runner:
             acc.failed += 1
             self.summary.failed_chunks += 1
             if self.summary.failed_chunks <= _FAILURE_NOTES:
-                assert result.error is not None
-                self._note(
-                    f"chunk {result.index} of {state.doc.id!r} failed at {result.target}: "
-                    f"{result.error.type}: {result.error.message}"
-                )
+                why = f"{result.error.type}: {result.error.message}" if result.error else "unknown error"
+                self._note(f"chunk {result.index} of {state.doc.id!r} failed at {result.target}: {why}")
             if self.options.fail_fast:
                 self.stop("fail-fast")
         state.remaining -= 1

@@ -173,7 +173,8 @@ def load_jwt_verification(
     if secret is not None:
         key = hmac_secret(secret, algorithm or "HS256")
     else:
-        assert public_key is not None
+        if public_key is None:
+            raise ValueError("a JWT needs a secret or a public key")
         key = load_public_key(public_key)
     policy = JwtPolicy(algorithm=jwt_algorithm(key, algorithm), audience=audience, issuer=issuer, leeway_s=leeway_s)
     return key, policy

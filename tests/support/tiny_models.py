@@ -1,7 +1,7 @@
 """Tiny random-weight BERT models with in-code tokenizers: built offline in well under a second each.
 
 Weights are seeded, so outputs are deterministic but meaningless: tests check plumbing and consistency
-(a batch equals its singles, truncation, labels), never quality. Adapted from /work/shared/tiny_models.py.
+(a batch equals its singles, truncation, labels), never quality.
 """
 
 from __future__ import annotations

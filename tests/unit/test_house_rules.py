@@ -49,3 +49,20 @@ def test_the_command_line_does_not_import_torch_until_a_model_loads() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_rel)
+def test_production_code_uses_no_assert(path: Path) -> None:
+    # `python -O` strips assert statements: a check that guards behaviour must be an `if ... raise`.
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lines = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]
+    assert not lines, f"{_rel(path)} uses assert at line(s) {lines}"
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    # A user who clones the repository has only what is in it: no notes kept beside it.
+    outside = ("ARCHITECTURE.md", "PERF-NOTES", "STYLE.md", "INSTALL-NOTES", "/work/shared", "../shared")
+    files = [*MODULES, *(ROOT / "tests").rglob("*.py"), ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    files = [f for f in files if f != Path(__file__).resolve()]
+    hits = [f"{_rel(f)}: {word}" for f in files for word in outside if word in f.read_text(encoding="utf-8")]
+    assert not hits, hits

@@ -25,7 +25,8 @@ async def classify(body: ClassifyRequest, registry: RegistryDep, settings: Setti
     out = await engine.run(texts)
     items = []
     for i, result in enumerate(out.results):
-        assert isinstance(result, Classification)
+        if not isinstance(result, Classification):
+            raise TypeError(f"model {engine.model_id!r} returned {type(result).__name__}, not a classification")
         items.append(
             ClassificationItem(
                 index=i,
