@@ -35,3 +35,14 @@ def test_every_setting_has_a_row_in_the_configuration_table(name: str) -> None:
     env = f"CHUNKSERVE_{name.upper()}"
     rows = [line for line in README.splitlines() if line.startswith(f"| `{env}`")]
     assert len(rows) == 1, f"{env} needs exactly one row in the README's configuration table"
+
+
+PACKAGES = sorted(p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "service").glob("*/__init__.py"))
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_service_folder_is_in_the_layout_docs(package: str) -> None:
+    # A folder added or renamed without a word in the docs leaves a newcomer guessing what it holds.
+    architecture = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert f"`{package}/`" in README, f"README's layout table has no row for {package}/"
+    assert f"{package}/" in architecture, f"docs/architecture.md does not mention {package}/"
