@@ -179,3 +179,25 @@ class ProcessResponse(BaseModel):
     failed: int
     chunks: list[ChunkInfo]
     results: list[ChunkResultModel]
+
+
+class PredictRequest(_Request):
+    """The classic ``POST /predict/`` body: a text, cut into chunks of 100 characters."""
+
+    text: str = Field(min_length=1, description="The text to classify, chunk by chunk.")
+
+
+class Prediction(BaseModel):
+    """One chunk's label, in chunk order."""
+
+    index: int
+    start: int
+    end: int
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]
