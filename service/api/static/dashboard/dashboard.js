@@ -156,7 +156,8 @@
 
   function onResult(text, r) {
     trace.resultEvents += 1;
-    marks.push({ start: r.start, end: r.end, cls: r.success ? "done" : "failed" });
+    // Neighbouring chunks alternate in shade so their boundaries show.
+    marks.push({ start: r.start, end: r.end, cls: r.success ? "done c" + (r.index % 2) : "failed" });
     paint(text);
     trace.highlights.push({ index: r.index, start: r.start, end: r.end, success: r.success,
       painted: $("highlight").querySelectorAll(".done, .failed").length });
