@@ -19,9 +19,9 @@ from service.api.limits import BodyLimitMiddleware
 from service.api.middleware import RequestIdMiddleware
 from service.api.openapi import openapi_builder
 from service.api.routes import classify, embeddings, health, predict, process, stream, ws
-from service.api.routes.dashboard import install_dashboard
 from service.api.routes import metrics as metrics_route
 from service.api.routes import models as models_route
+from service.api.routes.dashboard import install_dashboard
 from service.config import Settings
 from service.inference.registry import ModelRegistry, Phase
 from service.jobs.pipeline import Resolver

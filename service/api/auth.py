@@ -2,9 +2,10 @@
 
 Every path is protected except ``/health``, ``/ready``, (unless ``auth_metrics``) ``/metrics``, and the pages
 that carry no data but must load before a person can type a key (``/docs``, ``/redoc``, ``/openapi.json``,
-``/dashboard`` and their static assets), so a route added later is protected without anyone remembering to. A credential comes from ``Authorization: Bearer ...``
-or, on a WebSocket, from the subprotocols ``["bearer", TOKEN]`` (browsers cannot set headers there; a query
-parameter would land in access logs). The principal is put in the request state for the routes.
+``/dashboard`` and their static assets), so a route added later is protected without anyone remembering to.
+A credential comes from ``Authorization: Bearer ...`` or, on a WebSocket, from the subprotocols
+``["bearer", TOKEN]`` (browsers cannot set headers there; a query parameter would land in access logs).
+The principal is put in the request state for the routes.
 """
 
 from __future__ import annotations

@@ -45,7 +45,12 @@ def request_examples(settings: Settings) -> dict[str, dict[str, dict[str, Any]]]
         "chunking": "sentences",
         "targets": [
             *([local] if local else []),
-            {"url": "https://api.example.com/v1", "protocol": "openai-chat", "model": "gpt-4o-mini", "prompt": "Sum up."},
+            {
+                "url": "https://api.example.com/v1",
+                "protocol": "openai-chat",
+                "model": "gpt-4o-mini",
+                "prompt": "Sum up.",
+            },
         ],
         "assignment": "round_robin",
     }
@@ -58,7 +63,11 @@ def request_examples(settings: Settings) -> dict[str, dict[str, dict[str, Any]]]
         "/v1/classify": {
             "classify": {
                 "summary": "Classify two texts",
-                "value": {"input": ["I loved it", "I hated it"], "return_all_scores": True, **({"model": clf} if clf else {})},
+                "value": {
+                    "input": ["I loved it", "I hated it"],
+                    "return_all_scores": True,
+                    **({"model": clf} if clf else {}),
+                },
             }
         },
         "/v1/process": process,

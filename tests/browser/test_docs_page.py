@@ -10,6 +10,7 @@ from tests.browser.conftest import API_KEY
 from tests.support.browser import Page, origin_of
 
 EMBEDDINGS_OP = "#operations-embeddings-create_embeddings_v1_embeddings_post"
+LIVE_STATUS = f"{EMBEDDINGS_OP} .live-responses-table tr.response .response-col_status"
 
 
 def _operation_count(url: str) -> int:
@@ -66,7 +67,7 @@ def test_authorize_then_try_it_out_on_embeddings_returns_200(page: Page, keyed_u
     page.wait_for(f"!!document.querySelector('{EMBEDDINGS_OP} button.execute')", what="Execute")
     page.click(f"{EMBEDDINGS_OP} button.execute")
     status = page.wait_for(
-        f"(document.querySelector('{EMBEDDINGS_OP} .live-responses-table tr.response .response-col_status') || {{}}).innerText",
+        f"(document.querySelector('{LIVE_STATUS}') || {{}}).innerText",
         what="the live response",
     )
     body = page.evaluate(f"document.querySelector('{EMBEDDINGS_OP} .live-responses-table .microlight').innerText")

@@ -16,7 +16,15 @@ from tests.integration.conftest import tiny_settings, wait_ready
 from tests.support.servers import running_server
 
 API_KEY = "docs-test-key-0123456789"
-BODY_ROUTES = ("/v1/embeddings", "/v1/classify", "/v1/process", "/process/", "/v1/process/stream", "/stream/", "/predict/")
+BODY_ROUTES = (
+    "/v1/embeddings",
+    "/v1/classify",
+    "/v1/process",
+    "/process/",
+    "/v1/process/stream",
+    "/stream/",
+    "/predict/",
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +74,9 @@ def test_schema_declares_bearer_for_every_protected_operation_and_examples_for_e
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     for path, operations in schema["paths"].items():
         for operation in operations.values():
-            expected = None if path in ("/health", "/ready", "/metrics") else [{"bearer": []}]
+            expected: list[dict[str, list[str]]] | None = (
+                None if path in ("/health", "/ready", "/metrics") else [{"bearer": []}]
+            )
             assert operation.get("security") == expected, path
     for path in BODY_ROUTES:
         examples = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["examples"]

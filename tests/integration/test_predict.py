@@ -15,7 +15,7 @@ from service.inference.model_entry import ModelEntry
 from tests.integration.conftest import tiny_settings, wait_ready
 from tests.support.servers import running_server
 
-TEXT = "".join(f"Line {i:03d} of a text long enough to be cut in several chunks. " for i in range(6)) + "The end."  # 368 chars
+TEXT = "".join(f"Line {i:03d} of a text long enough to be cut in several chunks. " for i in range(6)) + "The end."
 
 
 def _batched_inputs(url: str, model: str) -> int:

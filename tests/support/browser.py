@@ -153,8 +153,10 @@ class Page:
         Raises:
             BrowserError: no element matches.
         """
-        found = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
-                              " if (!e) return false; e.scrollIntoView(); e.click(); return true; })()")
+        found = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            " if (!e) return false; e.scrollIntoView(); e.click(); return true; })()"
+        )
         if not found:
             raise BrowserError(f"nothing to click at {selector!r}")
 
@@ -164,8 +166,10 @@ class Page:
         Raises:
             BrowserError: no element matches.
         """
-        if not self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
-                             " if (!e) return false; e.focus(); return true; })()"):
+        if not self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            " if (!e) return false; e.focus(); return true; })()"
+        ):
             raise BrowserError(f"nothing to type into at {selector!r}")
         self.send("Input.insertText", text=text)
 

@@ -23,7 +23,7 @@ from service.errors import (
 from service.jobs.chunking import Strategy
 from service.jobs.pipeline import ChunkResult
 from service.jobs.targets import Job, LocalTarget
-from service.schemas import ErrorResponse, PredictRequest, PredictResponse, Prediction
+from service.schemas import ErrorResponse, Prediction, PredictRequest, PredictResponse
 
 router = APIRouter(tags=["classification"])
 CHUNK_CHARS = 100
@@ -91,4 +91,3 @@ async def predict(
             )
         )
     return PredictResponse(model=engine.model_id, predictions=predictions)
-
