@@ -25,7 +25,6 @@ ASSETS_URL = "/static/dashboard"
 CSP = "default-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
 
 
-@router.get("/dashboard", include_in_schema=False)
 async def dashboard_page() -> FileResponse:
     """The dashboard's HTML (its script and style are under /static/dashboard/)."""
     return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Content-Security-Policy": CSP})
@@ -50,4 +49,6 @@ async def dashboard_stats(request: Request, registry: RegistryDep, collectors: M
 def install_dashboard(app: FastAPI) -> None:
     """The page, its assets and its data route."""
     app.mount(ASSETS_URL, StaticFiles(directory=STATIC), name="dashboard-assets")
+    # On the app itself, like /docs: a page, not an API operation (and listed in the app's own route table).
+    app.add_api_route("/dashboard", dashboard_page, methods=["GET"], include_in_schema=False)
     app.include_router(router)
