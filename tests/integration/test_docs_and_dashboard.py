@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import connect_sse
 
 from service.api.app import create_app
 from service.config import Settings
@@ -134,3 +136,28 @@ def test_dashboard_stats_need_a_key_and_count_what_ran(keyed: str) -> None:
     assert route["count"] >= 3 and 0 < route["p50_ms"] <= route["p99_ms"]
     assert stats["requests_in_flight"] == 0 and stats["jobs_in_flight"] == 0
     assert {m["id"] for m in stats["models_served"]} == {"tiny-embed", "tiny-clf"}
+
+
+def test_dashboard_stats_count_a_running_job_until_it_ends(
+    tiny_bert_dir: Path, tiny_classifier_dir: Path, fake: str
+) -> None:
+    settings = tiny_settings(tiny_bert_dir, tiny_classifier_dir, remote_allowlist=["127.0.0.0/8"])
+    # The remote holds its answer far longer than the test runs: the job is surely running until the client leaves.
+    body = {"text": "One. Two.", "targets": [{"url": f"{fake}/generic?latency_ms=60000"}]}
+    with running_server(create_app(settings)) as url:
+        wait_ready(url)
+        assert _get(f"{url}/dashboard/stats").json()["jobs_in_flight"] == 0
+        with (
+            httpx.Client(timeout=30, trust_env=False) as client,
+            connect_sse(client, "POST", f"{url}/v1/process/stream", json=body) as source,
+        ):
+            events = source.iter_sse()  # kept: a dropped iterator closes the stream
+            assert next(events).event == "progress"
+            running = _get(f"{url}/dashboard/stats").json()
+        assert running["jobs_in_flight"] == 1
+        assert running["requests_in_flight"] == 1  # the stream (the stats request does not count itself)
+        # The client left: the server cancels the job and frees its slot (noticed asynchronously, so waited for).
+        deadline = time.monotonic() + 30
+        while _get(f"{url}/dashboard/stats").json()["jobs_in_flight"] != 0:
+            assert time.monotonic() < deadline, "the job was still counted 30 s after its client left"
+            time.sleep(0.05)
