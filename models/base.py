@@ -13,6 +13,7 @@ class Task(StrEnum):
 
     EMBEDDING = "embedding"
     CLASSIFICATION = "classification"
+    GENERATION = "generation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,16 @@ class Encoded:
     @property
     def truncated(self) -> bool:
         return self.original_length > len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """How one generated sequence picks its tokens: greedy when ``temperature`` is 0; ``seed`` makes it repeatable."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -22,6 +23,7 @@ from models._hf import HFModel
 from models.base import Model, Task
 from models.classification import ClassificationModel
 from models.embedding import EmbeddingModel, read_pooling
+from models.generation import GenerationModel
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _WEIGHT_FILES = (
@@ -57,7 +59,7 @@ def load_model(
     path: str | Path,
     task: Task | None = None,
     options: LoadOptions = LoadOptions(),
-) -> Model:
+) -> Model | GenerationModel:
     """Load the model in the local directory ``path`` for ``task`` (inferred from its config when None).
 
     Raises:
@@ -74,8 +76,11 @@ def load_model(
         raise FileNotFoundError(f"{root} has no tokenizer: expected one of {', '.join(_TOKENIZER_FILES)}")
     tokenizer = _load(AutoTokenizer.from_pretrained, root, "tokenizer")
     max_tokens = input_limit(root, tokenizer, config, options.max_input_tokens)
-    model: HFModel
-    if task is Task.CLASSIFICATION:
+    model: HFModel | GenerationModel
+    if task is Task.GENERATION:
+        decoder: PreTrainedModel = _load(AutoModelForCausalLM.from_pretrained, root, "model")
+        model = GenerationModel(model_id, tokenizer, _place(decoder, device, dtype), max_input_tokens=max_tokens)
+    elif task is Task.CLASSIFICATION:
         if config.architectures and not _is_classifier(config):
             raise ValueError(
                 f"{root} holds {config.architectures}, not a sequence classifier: its head would be random"
@@ -113,7 +118,10 @@ def check_model_dir(path: str | Path) -> Path:
 
 
 def infer_task(config: PretrainedConfig) -> Task:
-    """Classification when the config names a ``...ForSequenceClassification`` architecture, else embedding."""
+    """Generation for a ``...ForCausalLM``/``...LMHeadModel`` config, classification for a
+    ``...ForSequenceClassification`` one, else embedding."""
+    if any(arch.endswith(("ForCausalLM", "LMHeadModel")) for arch in config.architectures or []):
+        return Task.GENERATION
     return Task.CLASSIFICATION if _is_classifier(config) else Task.EMBEDDING
 
 

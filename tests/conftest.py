@@ -15,6 +15,7 @@ import pytest
 
 from models.base import Model
 from models.loading import LoadOptions, load_model
+from tests.support.tiny_lms import make_tiny_gpt2, make_tiny_llama
 from tests.support.tiny_models import make_tiny_bert, make_tiny_classifier
 
 
@@ -28,6 +29,18 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BERT classifier (NEGATIVE / POSITIVE) saved once per session."""
     return make_tiny_classifier(tmp_path_factory.mktemp("tiny-classifier"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GPT-2 (plain prompts, 256-token context) saved once per session."""
+    return make_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama (chat template, BOS, grouped-query attention) saved once per session."""
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Text generation: a continuous-batching scheduler per causal LM, decoding on the model's own thread."""
