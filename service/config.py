@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     models: Annotated[list[ModelEntry], NoDecode] = Field(
         default_factory=list,
         description=(
-            "Models to serve, comma-separated ID=PATH[:TASK] (task: embedding|classification, inferred when "
+            "Models to serve, comma-separated ID=PATH[:TASK] (task: embedding|classification|generation, inferred when "
             f"omitted). Empty: the packaged {DEFAULT_MODEL_ID}. The flag --model may be repeated."
         ),
     )
@@ -82,6 +82,25 @@ class Settings(BaseSettings):
         default=256,
         ge=1,
         description="Queued inputs looked at together and length-sorted to cut padding (>= max batch size).",
+    )
+    generation_max_running: int = Field(
+        default=16, ge=1, le=4096, description="Sequences a generation model decodes together (continuous batching)."
+    )
+    generation_step_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="Prompt tokens prefilled in one generation step (joining requests beyond it wait a step).",
+    )
+    generation_kv_tokens: int = Field(
+        default=65536,
+        ge=1,
+        description="KV-cache budget per generation model, in tokens reserved (prompt + max_tokens per sequence).",
+    )
+    generation_max_queue: int = Field(
+        default=256, ge=1, description="Generation requests that may wait per model; beyond it 503 + Retry-After."
+    )
+    generation_max_tokens: int = Field(
+        default=256, ge=1, description="Tokens generated when a request names no max_tokens."
     )
     truncate: bool = Field(
         default=True,

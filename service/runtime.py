@@ -13,6 +13,7 @@ from collections.abc import Callable
 import httpx2 as httpx
 
 from models.base import Model
+from models.generation import GenerationModel
 from models.loading import LoadOptions, load_model
 from models.packaged import default_model_path
 from service.batching.batcher import BatchPolicy
@@ -26,13 +27,15 @@ from service.observability.metrics import LiveMetric, Metrics
 from service.outbound.guard import OutboundPolicy
 from service.outbound.remote import RemoteClient, RetryPolicy
 from service.outbound.transport import make_guarded_client
+from service.inference.generation.engine import GenerationEngine
+from service.inference.generation.scheduler import GenerationLimits
 
 log = logging.getLogger("chunkserve")
 
-Loader = Callable[[ModelEntry, LoadOptions], Model]
+Loader = Callable[[ModelEntry, LoadOptions], Model | GenerationModel]
 
 
-def default_loader(entry: ModelEntry, options: LoadOptions) -> Model:
+def default_loader(entry: ModelEntry, options: LoadOptions) -> Model | GenerationModel:
     """Load ``entry`` from its directory (the packaged default when it names none)."""
     path = entry.path if entry.path is not None else default_model_path()
     return load_model(entry.id, path, entry.task, options)
@@ -71,12 +74,31 @@ def batch_policy(settings: Settings, device: str = "cpu") -> BatchPolicy:
     )
 
 
-def check_model_fits(settings: Settings, model_id: str, model: Model) -> None:
+def generation_limits(settings: Settings) -> GenerationLimits:
+    """The generation scheduler's budgets named by the settings."""
+    return GenerationLimits(
+        max_running=settings.generation_max_running,
+        step_tokens=settings.generation_step_tokens,
+        kv_tokens=settings.generation_kv_tokens,
+        max_waiting=settings.generation_max_queue,
+    )
+
+
+def check_model_fits(settings: Settings, model_id: str, model: Model | GenerationModel) -> None:
     """Refuse settings under which a full-length input of ``model`` could never be batched.
 
     Raises:
-        ValueError: ``max_batch_tokens`` is below the model's input limit.
+        ValueError: a token budget is below the model's input limit.
     """
+    if isinstance(model, GenerationModel):
+        for name in ("generation_step_tokens", "generation_kv_tokens"):
+            if getattr(settings, name) < model.max_input_tokens:
+                raise ValueError(
+                    f"{name} ({getattr(settings, name)}) is smaller than the context of generation model "
+                    f"{model_id!r} ({model.max_input_tokens} tokens); set CHUNKSERVE_{name.upper()} (or "
+                    f"--{name.replace('_', '-')}) to at least {model.max_input_tokens}"
+                )
+        return
     if settings.max_batch_tokens < model.max_input_tokens:
         raise ValueError(
             f"max_batch_tokens ({settings.max_batch_tokens}) is smaller than one full-length input of model "
@@ -102,6 +124,19 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
         except BaseException:
             thread.shutdown(wait=False)
             raise
+        if isinstance(model, GenerationModel):
+            generator = GenerationEngine(
+                entry.id,
+                model,
+                generation_limits(settings),
+                thread,
+                default_max_tokens=settings.generation_max_tokens,
+                observer=metrics.generation,
+            )
+            await generator.start()
+            registry.add_generator(generator)
+            log.info("model %s ready: %s", entry.id, model.info())
+            continue
         policy = batch_policy(settings, str(model.info().get("device", "cpu")))
         metrics.max_batch_size[entry.id] = policy.max_batch_size
         engine = ModelEngine(
@@ -152,9 +187,38 @@ def build_pipeline(
 def live_metrics(registry: ModelRegistry, pipeline: Pipeline) -> list[LiveMetric]:
     """Values owned by batchers, the remote client and the device, for /metrics."""
     engines = registry.engines.values()
+    schedulers = [g.scheduler for g in registry.generators.values()]
     remote = pipeline.remote.stats
     memory = device_memory()
     return [
+        LiveMetric(
+            "chunkserve_generation_running_sequences",
+            "Sequences decoding now per generation model.",
+            ("model",),
+            {(s.model_id,): float(s.running) for s in schedulers},
+            kind="gauge",
+        ),
+        LiveMetric(
+            "chunkserve_generation_waiting_sequences",
+            "Generation requests queued per model, not yet decoding.",
+            ("model",),
+            {(s.model_id,): float(s.waiting) for s in schedulers},
+            kind="gauge",
+        ),
+        LiveMetric(
+            "chunkserve_generation_kv_cache_tokens",
+            "KV-cache positions held per generation model (sequences x padded width).",
+            ("model",),
+            {(s.model_id,): float(s.cache_tokens) for s in schedulers},
+            kind="gauge",
+        ),
+        LiveMetric(
+            "chunkserve_generation_kv_cache_usage_ratio",
+            "KV-cache tokens reserved (prompt + max_tokens of running sequences) over the budget.",
+            ("model",),
+            {(s.model_id,): s.reserved / s.limits.kv_tokens for s in schedulers},
+            kind="gauge",
+        ),
         LiveMetric(
             "chunkserve_dropped_inputs",
             "Queued inputs dropped before compute because their caller went away.",

@@ -9,6 +9,7 @@ from enum import StrEnum
 from models.base import Task
 from service.errors import InvalidInput, ModelNotFound, ShuttingDown
 from service.inference.engine import ModelEngine
+from service.inference.generation.engine import GenerationEngine
 
 
 class Phase(StrEnum):
@@ -26,12 +27,21 @@ class ModelRegistry:
 
     expected: list[str]
     engines: dict[str, ModelEngine] = field(default_factory=dict)
+    generators: dict[str, GenerationEngine] = field(default_factory=dict)
     phase: Phase = Phase.LOADING
     failure: str | None = None
 
     def add(self, engine: ModelEngine) -> None:
         """Register a started engine."""
         self.engines[engine.model_id] = engine
+
+    def add_generator(self, engine: GenerationEngine) -> None:
+        """Register a started generation engine."""
+        self.generators[engine.model_id] = engine
+
+    def served(self) -> list[ModelEngine | GenerationEngine]:
+        """Every loaded engine, encoders and generators, in load order per kind."""
+        return [*self.engines.values(), *self.generators.values()]
 
     def readiness(self) -> tuple[bool, str]:
         """Whether the server can take work now, and why not when it cannot."""
@@ -40,9 +50,9 @@ class ModelRegistry:
         if self.phase is Phase.DRAINING:
             return False, "shutting down"
         if self.phase is Phase.LOADING:
-            missing = [m for m in self.expected if m not in self.engines]
+            missing = [m for m in self.expected if m not in self.engines and m not in self.generators]
             return False, f"loading models: {', '.join(missing) or 'warming up'}"
-        dead = [e.model_id for e in self.engines.values() if not e.alive]
+        dead = [e.model_id for e in self.served() if not e.alive]
         if dead:
             return False, f"batcher stopped for: {', '.join(dead)}"
         return True, "ready"
@@ -71,12 +81,37 @@ class ModelRegistry:
                     return engine
             raise ModelNotFound(f"no {task.value if task else ''} model is served here", field="model")
         found = self.engines.get(model_id)
+        if found is None and model_id in self.generators:
+            wanted = task.value if task is not None else "embedding or classification"
+            raise InvalidInput(f"model {model_id!r} is a generation model, not {wanted}", field="model")
         if found is None:
-            served = ", ".join(sorted(self.engines)) or "none"
+            served = ", ".join(sorted([*self.engines, *self.generators])) or "none"
             raise ModelNotFound(f"model {model_id!r} does not exist; served: {served}", field="model")
         if task is not None and found.task is not task:
             raise InvalidInput(f"model {model_id!r} is a {found.task.value} model, not {task.value}", field="model")
         return found
+
+    def generator(self, model_id: str | None, field_name: str = "model") -> GenerationEngine:
+        """The generation engine for ``model_id`` (the first one when no id is given).
+
+        Raises:
+            ShuttingDown: the server is loading, draining or failed.
+            ModelNotFound: no model has that id, or none generates text.
+            InvalidInput: the model exists but does not generate text.
+        """
+        self.ensure_accepting()
+        if model_id is None:
+            if not self.generators:
+                raise ModelNotFound("no generation model is served here", field=field_name)
+            return next(iter(self.generators.values()))
+        found = self.generators.get(model_id)
+        if found is not None:
+            return found
+        if model_id in self.engines:
+            task = self.engines[model_id].task.value
+            raise InvalidInput(f"model {model_id!r} is a {task} model; it does not generate text", field=field_name)
+        served = ", ".join(sorted(self.generators)) or "none"
+        raise ModelNotFound(f"model {model_id!r} does not exist; generation models: {served}", field=field_name)
 
     def begin_draining(self) -> None:
         """Take no new work from now on (a failed start-up stays failed)."""
@@ -86,4 +121,4 @@ class ModelRegistry:
     async def close(self, drain: bool = True) -> None:
         """Mark draining and close every engine (queued work is finished when ``drain``)."""
         self.begin_draining()
-        await asyncio.gather(*(e.close(drain=drain) for e in self.engines.values()))
+        await asyncio.gather(*(e.close(drain=drain) for e in self.served()))

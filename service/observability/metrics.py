@@ -15,6 +15,7 @@ from service.observability.stats import BatchStats
 _SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
 _TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 _TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -100,6 +101,7 @@ class Metrics:
         self.in_flight = Gauge(
             "chunkserve_requests_in_flight", "HTTP requests and WebSocket connections being served.", registry=r
         )
+        self.generation = GenerationMetrics(r)
         # Resident/virtual memory, CPU time and open files of this process (Linux /proc; nothing elsewhere).
         ProcessCollector(registry=r)
         self.max_batch_size: dict[str, int] = {}
@@ -129,3 +131,59 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class GenerationMetrics:
+    """Generation's collectors; the scheduler calls these hooks from the model thread (prometheus is thread-safe)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.ttft = Histogram(
+            "chunkserve_generation_time_to_first_token_seconds",
+            "From a generation request's arrival to its first token.",
+            ["model"],
+            buckets=_REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.token_gap = Histogram(
+            "chunkserve_generation_inter_token_seconds",
+            "Time between two tokens of one sequence.",
+            ["model"],
+            buckets=_TOKEN_GAP_BUCKETS,
+            registry=r,
+        )
+        self.output_tokens = Counter(
+            "chunkserve_generation_output_tokens", "Tokens generated (rate() is tokens/s).", ["model"], registry=r
+        )
+        self.requests = Counter("chunkserve_generation_requests", "Generation requests finished.", ["model"], registry=r)
+        self.step_sequences = Histogram(
+            "chunkserve_generation_step_sequences",
+            "Sequences in one generation step, by kind (prefill or decode).",
+            ["model", "kind"],
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.step_seconds = Histogram(
+            "chunkserve_generation_step_seconds",
+            "Model compute per generation step, by kind.",
+            ["model", "kind"],
+            buckets=_TIME_BUCKETS,
+            registry=r,
+        )
+
+    def on_step(self, model_id: str, kind: str, sequences: int, tokens: int, seconds: float) -> None:
+        """One prefill or decode step."""
+        self.step_sequences.labels(model_id, kind).observe(sequences)
+        self.step_seconds.labels(model_id, kind).observe(seconds)
+
+    def on_first_token(self, model_id: str, seconds: float) -> None:
+        """A request's first token."""
+        self.ttft.labels(model_id).observe(seconds)
+
+    def on_token_gap(self, model_id: str, seconds: float) -> None:
+        """The time since a sequence's previous token."""
+        self.token_gap.labels(model_id).observe(seconds)
+
+    def on_finish(self, model_id: str, completion_tokens: int) -> None:
+        """A request ended."""
+        self.output_tokens.labels(model_id).inc(completion_tokens)
+        self.requests.labels(model_id).inc()

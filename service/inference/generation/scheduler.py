@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from models.generation import DecodeBatch, GenerationModel, Row
 from service.errors import BatchFailed, Overloaded, ShuttingDown
@@ -33,21 +34,11 @@ class GenerationLimits:
     max_waiting: int = 256
 
 
-@dataclass(frozen=True, slots=True)
-class StepStats:
-    """One turn of the loop: prefill or decode, sequences in it, tokens fed, seconds of compute."""
+class GenerationObserver(Protocol):
+    """Hooks the scheduler calls from the model thread (metrics); they must be quick and thread-safe."""
 
-    kind: str
-    sequences: int
-    tokens: int
-    seconds: float
-
-
-class GenerationObserver:
-    """Hooks the scheduler calls from the model thread (metrics); every method does nothing by default."""
-
-    def on_step(self, model_id: str, stats: StepStats) -> None:
-        """One prefill or decode step ran."""
+    def on_step(self, model_id: str, kind: str, sequences: int, tokens: int, seconds: float) -> None:
+        """One ``prefill`` or ``decode`` step ran over ``sequences`` sequences, feeding ``tokens`` tokens."""
 
     def on_first_token(self, model_id: str, seconds: float) -> None:
         """A request's first token came out ``seconds`` after it was submitted."""
@@ -57,6 +48,22 @@ class GenerationObserver:
 
     def on_finish(self, model_id: str, completion_tokens: int) -> None:
         """A request ended with ``completion_tokens`` written."""
+
+
+class NullObserver:
+    """Observes nothing."""
+
+    def on_step(self, model_id: str, kind: str, sequences: int, tokens: int, seconds: float) -> None:
+        """Nothing."""
+
+    def on_first_token(self, model_id: str, seconds: float) -> None:
+        """Nothing."""
+
+    def on_token_gap(self, model_id: str, seconds: float) -> None:
+        """Nothing."""
+
+    def on_finish(self, model_id: str, completion_tokens: int) -> None:
+        """Nothing."""
 
 
 @dataclass(eq=False, slots=True)
@@ -82,12 +89,12 @@ class GenerationScheduler:
         self.model = model
         self.limits = limits
         self._executor = executor
-        self._observer = observer or GenerationObserver()
+        self._observer: GenerationObserver = observer or NullObserver()
         self._waiting: collections.deque[GenerationRequest] = collections.deque()
         self._wake = threading.Condition()
         self._batch = DecodeBatch(model)
         self._slots: list[_Slot] = []
-        self._reserved = 0
+        self.reserved = 0
         self._closing = False
         self._drain = True
         self._future: concurrent.futures.Future[None] | None = None
@@ -168,7 +175,7 @@ class GenerationScheduler:
             error = BatchFailed(f"model {self.model_id!r} failed: {type(exc).__name__}")
             for slot in [*self._slots, *joining]:
                 slot.request.push(Failed(error))
-            self._slots, self._reserved = [], 0
+            self._slots, self.reserved = [], 0
             self._batch = DecodeBatch(self.model)
         self._publish()
         return True
@@ -187,11 +194,11 @@ class GenerationScheduler:
             need = len(request.prompt) + request.sampling.max_tokens
             if joining and prompt_tokens + len(request.prompt) > limits.step_tokens:
                 break
-            if (self._slots or joining) and self._reserved + need > limits.kv_tokens:
+            if (self._slots or joining) and self.reserved + need > limits.kv_tokens:
                 break
             self._waiting.popleft()
             prompt_tokens += len(request.prompt)
-            self._reserved += need
+            self.reserved += need
             row = Row(key=request, prompt=request.prompt, sampling=request.sampling)
             joining.append(_Slot(request, row, TextCursor(self.model.decode, request.stop)))
         return joining
@@ -200,9 +207,8 @@ class GenerationScheduler:
         started = time.monotonic()
         tokens = self._batch.add([slot.row for slot in joining])
         now = time.monotonic()
-        self._observer.on_step(
-            self.model_id, StepStats("prefill", len(joining), sum(len(s.row.prompt) for s in joining), now - started)
-        )
+        prompt_tokens = sum(len(s.row.prompt) for s in joining)
+        self._observer.on_step(self.model_id, "prefill", len(joining), prompt_tokens, now - started)
         self._slots.extend(joining)
         for slot, token in zip(joining, tokens, strict=True):
             self._observer.on_first_token(self.model_id, now - slot.request.submitted_at)
@@ -213,7 +219,7 @@ class GenerationScheduler:
         started = time.monotonic()
         tokens = self._batch.step()
         now = time.monotonic()
-        self._observer.on_step(self.model_id, StepStats("decode", len(tokens), len(tokens), now - started))
+        self._observer.on_step(self.model_id, "decode", len(tokens), len(tokens), now - started)
         for slot, token in zip(self._slots, tokens, strict=True):
             self._observer.on_token_gap(self.model_id, now - slot.last_token_at)
             slot.last_token_at = now
@@ -250,7 +256,7 @@ class GenerationScheduler:
             return
         for slot in self._slots:
             if slot.request.cancelled:
-                self._reserved -= len(slot.row.prompt) + slot.request.sampling.max_tokens
+                self.reserved -= len(slot.row.prompt) + slot.request.sampling.max_tokens
         self._slots = [self._slots[i] for i in keep]
         self._batch.remove(keep)
         self._publish()

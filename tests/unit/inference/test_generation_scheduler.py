@@ -13,7 +13,7 @@ from models.generation import GenerationModel
 from models.loading import LoadOptions, load_model
 from service.errors import Overloaded
 from service.inference.generation.engine import GenerationEngine, Prompt
-from service.inference.generation.scheduler import GenerationLimits, GenerationObserver, StepStats
+from service.inference.generation.scheduler import GenerationLimits, GenerationObserver, NullObserver
 from service.inference.generation.stream import Finish, GenerationRequest, TokenStream
 from service.runtime import model_thread
 
@@ -38,15 +38,15 @@ def lm(request: pytest.FixtureRequest, tiny_gpt2_dir: Path, tiny_llama_dir: Path
     return _load(tiny_gpt2_dir if request.param == "gpt2" else tiny_llama_dir)
 
 
-class StepHook(GenerationObserver):
+class StepHook(NullObserver):
     """Runs ``actions[n]`` on the model thread right after decode step ``n``: joins and leaves at exact steps."""
 
     def __init__(self, actions: dict[int, Callable[[], None]]) -> None:
         self.actions, self.decodes, self.sizes = actions, 0, list[int]()
 
-    def on_step(self, model_id: str, stats: StepStats) -> None:
-        self.sizes.append(stats.sequences)
-        if stats.kind == "decode":
+    def on_step(self, model_id: str, kind: str, sequences: int, tokens: int, seconds: float) -> None:
+        self.sizes.append(sequences)
+        if kind == "decode":
             self.decodes += 1
             action = self.actions.pop(self.decodes, None)
             if action is not None:

@@ -1,0 +1,176 @@
+"""/v1/chat/completions, /v1/completions and /v1/models for generation models, over a real uvicorn server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from models.base import Task
+from service.api.app import create_app
+from service.config import Settings
+from service.model_entry import ModelEntry
+from tests.integration.conftest import wait_ready
+from tests.support.servers import running_server
+
+CONTEXT = 256
+
+
+@pytest.fixture(scope="module")
+def gen_url(tiny_gpt2_dir: Path, tiny_llama_dir: Path, tiny_bert_dir: Path) -> Iterator[str]:
+    settings = Settings(
+        models=[
+            ModelEntry(id="tiny-gpt2", path=tiny_gpt2_dir),  # task inferred from the config
+            ModelEntry(id="tiny-llama", path=tiny_llama_dir, task=Task.GENERATION),
+            ModelEntry(id="tiny-embed", path=tiny_bert_dir, task=Task.EMBEDDING),
+        ],
+        device="cpu",
+        torch_threads=1,
+        max_batch_tokens=2048,
+        generation_step_tokens=1024,
+        generation_kv_tokens=4096,
+    )
+    with running_server(create_app(settings)) as url:
+        wait_ready(url)
+        yield url
+
+
+@pytest.fixture
+def client(gen_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gen_url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+def test_models_lists_generation_models_with_their_context(gen_url: str) -> None:
+    cards = {m["id"]: m for m in httpx.get(f"{gen_url}/v1/models", timeout=10).json()["data"]}
+    assert cards["tiny-gpt2"]["task"] == "generation" and cards["tiny-gpt2"]["context_length"] == CONTEXT
+    assert cards["tiny-llama"]["chat_template"] is True and cards["tiny-gpt2"]["chat_template"] is False
+    assert cards["tiny-embed"]["task"] == "embedding"
+
+
+def test_chat_round_trip_streamed_equals_whole(client: openai.OpenAI) -> None:
+    messages: list[dict[str, str]] = [{"role": "user", "content": "hello world, tell me about the fox"}]
+    whole = client.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=20, temperature=0)  # type: ignore[arg-type]
+    text = whole.choices[0].message.content or ""
+    assert whole.object == "chat.completion" and whole.model == "tiny-llama"
+    assert whole.choices[0].finish_reason in {"stop", "length"} and whole.usage is not None
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    assert whole.usage.completion_tokens > 0 and text
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny-llama",
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=20,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(pieces) == text
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+
+
+def test_completion_round_trip_streamed_equals_whole(client: openai.OpenAI) -> None:
+    whole = client.completions.create(model="tiny-gpt2", prompt="the quick brown fox", max_tokens=16, temperature=0)
+    text = whole.choices[0].text
+    assert whole.object == "text_completion" and text
+    streamed = list(
+        client.completions.create(model="tiny-gpt2", prompt="the quick brown fox", max_tokens=16, temperature=0, stream=True)
+    )
+    assert "".join(c.choices[0].text for c in streamed) == text
+    assert streamed[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert whole.usage is not None and whole.usage.completion_tokens <= 16
+
+
+def test_max_tokens_and_stop_end_in_the_right_place(client: openai.OpenAI) -> None:
+    prompt = "a long text is cut into chunks"
+    short = client.completions.create(model="tiny-gpt2", prompt=prompt, max_tokens=5, temperature=0)
+    assert short.choices[0].finish_reason == "length" and short.usage is not None
+    assert short.usage.completion_tokens == 5
+    full = client.completions.create(model="tiny-gpt2", prompt=prompt, max_tokens=40, temperature=0).choices[0].text
+    # A stop string from the middle of the greedy text: the answer must end right before its first occurrence.
+    words = [w for w in re.findall(r"\S{3,}", full[5:]) if w in full]
+    assert words, f"no usable stop string in {full!r}"
+    stop = words[0]
+    stopped = client.completions.create(model="tiny-gpt2", prompt=prompt, max_tokens=40, temperature=0, stop=[stop])
+    assert stopped.choices[0].text == full[: full.index(stop)]
+    assert stopped.choices[0].finish_reason == "stop"
+    streamed = client.completions.create(
+        model="tiny-gpt2", prompt=prompt, max_tokens=40, temperature=0, stop=stop, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed) == full[: full.index(stop)]
+
+
+def test_seeded_sampling_is_reproducible(client: openai.OpenAI) -> None:
+    def sample(seed: int) -> str:
+        answer = client.completions.create(
+            model="tiny-gpt2", prompt="hello", max_tokens=24, temperature=1.0, top_p=0.9, seed=seed
+        )
+        return answer.choices[0].text
+
+    first = sample(7)
+    assert sample(7) == first
+    assert {sample(s) for s in (1, 2, 3)} != {first}, "different seeds should not all give the seed-7 text"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"temperature": 3}, "temperature"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": []}, "messages"),
+    ],
+)
+def test_wrong_or_unsupported_fields_are_422_naming_the_field(gen_url: str, body: dict[str, object], param: str) -> None:
+    payload = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], **body}
+    answer = httpx.post(f"{gen_url}/v1/chat/completions", json=payload, timeout=10)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["param"] == param
+
+
+def test_wrong_model_kind_and_unknown_model(gen_url: str) -> None:
+    wrong = httpx.post(f"{gen_url}/v1/completions", json={"model": "tiny-embed", "prompt": "hi"}, timeout=10)
+    assert wrong.status_code == 422 and wrong.json()["error"]["param"] == "model"
+    missing = httpx.post(f"{gen_url}/v1/completions", json={"model": "nope", "prompt": "hi"}, timeout=10)
+    assert missing.status_code == 404 and "tiny-gpt2" in missing.json()["error"]["message"]
+    embed = httpx.post(f"{gen_url}/v1/embeddings", json={"model": "tiny-gpt2", "input": "hi"}, timeout=10)
+    assert embed.status_code == 422 and embed.json()["error"]["param"] == "model"
+
+
+def test_a_prompt_over_the_context_is_413_unless_truncation_is_asked(gen_url: str) -> None:
+    prompt = "the quick brown fox jumps over the lazy dog " * 60
+    over = httpx.post(f"{gen_url}/v1/completions", json={"model": "tiny-gpt2", "prompt": prompt}, timeout=10)
+    assert over.status_code == 413 and over.json()["error"]["param"] == "prompt"
+    assert str(CONTEXT) in over.json()["error"]["message"]
+    body = {"model": "tiny-gpt2", "prompt": prompt, "max_tokens": 8, "temperature": 0, "truncate_prompt_tokens": -1}
+    cut = httpx.post(f"{gen_url}/v1/completions", json=body, timeout=30)
+    assert cut.status_code == 200, cut.text
+    usage = cut.json()["usage"]
+    # The prompt keeps its last context-1 tokens; the answer gets the one position left.
+    assert usage["prompt_tokens"] == CONTEXT - 1 and usage["completion_tokens"] == 1
+    assert cut.json()["choices"][0]["finish_reason"] == "length"
+
+
+def test_generation_metrics_are_exposed(gen_url: str, client: openai.OpenAI) -> None:
+    client.completions.create(model="tiny-gpt2", prompt="hello", max_tokens=3, temperature=0)
+    text = httpx.get(f"{gen_url}/metrics", timeout=10).text
+    for name in (
+        'chunkserve_generation_time_to_first_token_seconds_count{model="tiny-gpt2"}',
+        'chunkserve_generation_inter_token_seconds_count{model="tiny-gpt2"}',
+        'chunkserve_generation_output_tokens_total{model="tiny-gpt2"}',
+        'chunkserve_generation_running_sequences{model="tiny-gpt2"} 0.0',
+        'chunkserve_generation_waiting_sequences{model="tiny-gpt2"} 0.0',
+        'chunkserve_generation_kv_cache_tokens{model="tiny-gpt2"}',
+        'chunkserve_generation_step_sequences_count{kind="decode",model="tiny-gpt2"}',
+    ):
+        assert name in text, name
