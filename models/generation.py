@@ -68,8 +68,8 @@ class GenerationModel:
         """A conversation's token ids: the tokenizer's chat template, or ``role: content`` lines without one."""
         if self.chat_template:
             text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-            ids: list[int] = self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
-            return ids
+            chat_ids: list[int] = self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
+            return chat_ids
         lines = [f"{m['role']}: {m['content']}" for m in messages]
         return self.encode_prompt("\n".join([*lines, "assistant:"]))
 
@@ -79,8 +79,7 @@ class GenerationModel:
 
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids to text, special tokens left out."""
-        text: str = self.tokenizer.decode(list(ids), skip_special_tokens=True)
-        return text
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
 
     def warm_up(self) -> None:
         """Prefill a short prompt and decode two steps, so the first request pays no set-up."""
@@ -159,8 +158,8 @@ class DecodeBatch:
         self._mask = mask[:, start:]
         self._cache = DynamicCache(
             ddp_cache_data=[
-                (layer.keys.index_select(0, index)[:, :, start:], layer.values.index_select(0, index)[:, :, start:])
-                for layer in self._cache.layers
+                (k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
+                for k, v in _kv(self._cache)
             ]
         )
 
@@ -191,12 +190,27 @@ class DecodeBatch:
         self._cache = DynamicCache(
             ddp_cache_data=[
                 (
-                    torch.cat([pad(old.keys, (0, 0, old_pad, 0)), pad(new.keys, (0, 0, new_pad, 0))], 0),
-                    torch.cat([pad(old.values, (0, 0, old_pad, 0)), pad(new.values, (0, 0, new_pad, 0))], 0),
+                    torch.cat([pad(old_k, (0, 0, old_pad, 0)), pad(new_k, (0, 0, new_pad, 0))], 0),
+                    torch.cat([pad(old_v, (0, 0, old_pad, 0)), pad(new_v, (0, 0, new_pad, 0))], 0),
                 )
-                for old, new in zip(self._cache.layers, cache.layers, strict=True)
+                for (old_k, old_v), (new_k, new_v) in zip(_kv(self._cache), _kv(cache), strict=True)
             ]
         )
+
+
+def _kv(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's key and value tensors ([rows, heads, width, dim]).
+
+    Raises:
+        ValueError: a layer is not a plain attention cache (linear attention, sliding windows are not supported).
+    """
+    pairs = []
+    for layer in cache.layers:
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+            raise ValueError(f"unsupported cache layer {type(layer).__name__}: continuous batching needs a KV cache")
+        pairs.append((keys, values))
+    return pairs
 
 
 def _pick(logits: torch.Tensor, rows: Sequence[Row]) -> list[int]:

@@ -59,6 +59,24 @@ def load_model(
     path: str | Path,
     task: Task | None = None,
     options: LoadOptions = LoadOptions(),
+) -> Model:
+    """Load the encoder (embedding or classification) in the local directory ``path``; see ``load_local``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist or lacks config.json or weights.
+        ValueError: ``path`` is not a usable encoder directory (a causal LM included), or an option cannot be honoured.
+    """
+    model = load_local(model_id, path, task, options)
+    if isinstance(model, GenerationModel):
+        raise ValueError(f"{path} holds a generation model; load it with load_local")
+    return model
+
+
+def load_local(
+    model_id: str,
+    path: str | Path,
+    task: Task | None = None,
+    options: LoadOptions = LoadOptions(),
 ) -> Model | GenerationModel:
     """Load the model in the local directory ``path`` for ``task`` (inferred from its config when None).
 

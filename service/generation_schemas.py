@@ -42,7 +42,9 @@ class StreamOptions(_Strict):
 
 
 class _GenerationRequest(_Strict):
-    model: str | None = Field(default=None, max_length=128, description="Model id; the first generation model if absent.")
+    model: str | None = Field(
+        default=None, max_length=128, description="Model id; the first generation model if absent."
+    )
     max_tokens: int | None = Field(default=None, ge=1, description="Most tokens to generate (cut to the context).")
     temperature: float = Field(default=1.0, ge=0.0, le=2.0, description="0 is greedy (argmax).")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")

@@ -14,11 +14,13 @@ import httpx2 as httpx
 
 from models.base import Model
 from models.generation import GenerationModel
-from models.loading import LoadOptions, load_model
+from models.loading import LoadOptions, load_local, load_model
 from models.packaged import default_model_path
 from service.batching.batcher import BatchPolicy
 from service.config import Settings
 from service.inference.engine import ModelEngine, device_memory, model_thread
+from service.inference.generation.engine import GenerationEngine
+from service.inference.generation.scheduler import GenerationLimits
 from service.inference.model_entry import ModelEntry
 from service.inference.registry import ModelRegistry, Phase
 from service.jobs.pipeline import Pipeline, PipelineLimits, Resolver
@@ -27,16 +29,24 @@ from service.observability.metrics import LiveMetric, Metrics
 from service.outbound.guard import OutboundPolicy
 from service.outbound.remote import RemoteClient, RetryPolicy
 from service.outbound.transport import make_guarded_client
-from service.inference.generation.engine import GenerationEngine
-from service.inference.generation.scheduler import GenerationLimits
 
 log = logging.getLogger("chunkserve")
 
 Loader = Callable[[ModelEntry, LoadOptions], Model | GenerationModel]
 
 
-def default_loader(entry: ModelEntry, options: LoadOptions) -> Model | GenerationModel:
-    """Load ``entry`` from its directory (the packaged default when it names none)."""
+def local_loader(entry: ModelEntry, options: LoadOptions) -> Model | GenerationModel:
+    """Load ``entry`` from its directory (the packaged default when it names none): an encoder or a generator."""
+    path = entry.path if entry.path is not None else default_model_path()
+    return load_local(entry.id, path, entry.task, options)
+
+
+def default_loader(entry: ModelEntry, options: LoadOptions) -> Model:
+    """Load ``entry`` as an encoder (embedding or classification); see ``local_loader``.
+
+    Raises:
+        ValueError: ``entry`` is a generation model.
+    """
     path = entry.path if entry.path is not None else default_model_path()
     return load_model(entry.id, path, entry.task, options)
 

@@ -26,7 +26,7 @@ from service.config import Settings
 from service.inference.registry import ModelRegistry, Phase
 from service.jobs.pipeline import Resolver
 from service.observability.metrics import LiveMetric, Metrics
-from service.runtime import Loader, build_pipeline, default_loader, live_metrics, load_engines
+from service.runtime import Loader, build_pipeline, live_metrics, load_engines, local_loader
 from service.shutdown import Drain
 
 log = logging.getLogger("chunkserve")
@@ -35,7 +35,7 @@ log = logging.getLogger("chunkserve")
 def create_app(
     settings: Settings,
     *,
-    loader: Loader = default_loader,
+    loader: Loader = local_loader,
     on_fatal: Callable[[str], None] | None = None,
     on_loaded: Callable[[], None] | None = None,
     resolver: Resolver | None = None,

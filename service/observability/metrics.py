@@ -154,7 +154,9 @@ class GenerationMetrics:
         self.output_tokens = Counter(
             "chunkserve_generation_output_tokens", "Tokens generated (rate() is tokens/s).", ["model"], registry=r
         )
-        self.requests = Counter("chunkserve_generation_requests", "Generation requests finished.", ["model"], registry=r)
+        self.requests = Counter(
+            "chunkserve_generation_requests", "Generation requests finished.", ["model"], registry=r
+        )
         self.step_sequences = Histogram(
             "chunkserve_generation_step_sequences",
             "Sequences in one generation step, by kind (prefill or decode).",

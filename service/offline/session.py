@@ -18,7 +18,7 @@ from service.offline.options import RunOptions, Summary
 from service.offline.reader import check_inputs
 from service.offline.runner import Runner
 from service.offline.writer import OutputIndex, ResultWriter, load_index, trim_partial_line
-from service.runtime import Loader, build_pipeline, default_loader, load_engines
+from service.runtime import Loader, build_pipeline, load_engines, local_loader
 
 _SIGNALS = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
@@ -44,7 +44,7 @@ def _needs_local(options: RunOptions, settings: Settings) -> bool:
 
 
 async def run_async(
-    options: RunOptions, settings: Settings, *, loader: Loader = default_loader, handle_signals: bool = False
+    options: RunOptions, settings: Settings, *, loader: Loader = local_loader, handle_signals: bool = False
 ) -> Summary:
     """Process ``options.inputs`` into ``options.output``; ``handle_signals`` turns SIGINT/SIGTERM into a clean stop.
 

@@ -13,7 +13,7 @@ import pytest
 from models.base import Task
 from service.api.app import create_app
 from service.config import Settings
-from service.model_entry import ModelEntry
+from service.inference.model_entry import ModelEntry
 from tests.integration.conftest import wait_ready
 from tests.support.servers import running_server
 
@@ -60,9 +60,9 @@ def test_chat_round_trip_streamed_equals_whole(client: openai.OpenAI) -> None:
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
     assert whole.usage.completion_tokens > 0 and text
     chunks = list(
-        client.chat.completions.create(
+        client.chat.completions.create(  # type: ignore[call-overload]
             model="tiny-llama",
-            messages=messages,  # type: ignore[arg-type]
+            messages=messages,
             max_tokens=20,
             temperature=0,
             stream=True,
@@ -82,7 +82,9 @@ def test_completion_round_trip_streamed_equals_whole(client: openai.OpenAI) -> N
     text = whole.choices[0].text
     assert whole.object == "text_completion" and text
     streamed = list(
-        client.completions.create(model="tiny-gpt2", prompt="the quick brown fox", max_tokens=16, temperature=0, stream=True)
+        client.completions.create(
+            model="tiny-gpt2", prompt="the quick brown fox", max_tokens=16, temperature=0, stream=True
+        )
     )
     assert "".join(c.choices[0].text for c in streamed) == text
     assert streamed[-1].choices[0].finish_reason == whole.choices[0].finish_reason
@@ -131,7 +133,9 @@ def test_seeded_sampling_is_reproducible(client: openai.OpenAI) -> None:
         ({"messages": []}, "messages"),
     ],
 )
-def test_wrong_or_unsupported_fields_are_422_naming_the_field(gen_url: str, body: dict[str, object], param: str) -> None:
+def test_wrong_or_unsupported_fields_are_422_naming_the_field(
+    gen_url: str, body: dict[str, object], param: str
+) -> None:
     payload = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], **body}
     answer = httpx.post(f"{gen_url}/v1/chat/completions", json=payload, timeout=10)
     assert answer.status_code == 422, answer.text

@@ -97,9 +97,7 @@ async def _events(
     yield b"data: [DONE]\n\n"
 
 
-async def _answer(
-    request: Request, registry: RegistryDep, body: ChatCompletionRequest | CompletionRequest
-) -> Response:
+async def _answer(request: Request, registry: RegistryDep, body: ChatCompletionRequest | CompletionRequest) -> Response:
     chat = isinstance(body, ChatCompletionRequest)
     engine = registry.generator(body.model)
     prompt = await _prompt(engine, body)

@@ -72,7 +72,9 @@ class GenerationEngine:
             await asyncio.gather(asyncio.wrap_future(future), return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def prompt_ids(self, prompt: str | None = None, messages: Sequence[dict[str, str]] | None = None) -> list[int]:
+    async def prompt_ids(
+        self, prompt: str | None = None, messages: Sequence[dict[str, str]] | None = None
+    ) -> list[int]:
         """Token ids of a plain prompt or of a conversation (through the chat template when the model has one)."""
         size = len(prompt or "") + sum(len(m.get("content", "")) for m in messages or ())
         if messages is not None:
@@ -106,8 +108,14 @@ class GenerationEngine:
         return Prompt(ids[len(ids) - room :], truncated=True)
 
     def stream(
-        self, prompt: Prompt, *, max_tokens: int | None = None, temperature: float = 0.0, top_p: float = 1.0,
-        seed: int | None = None, stop: Sequence[str] = (),
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
     ) -> TokenStream:
         """Queue ``prompt`` and return the caller's stream of text; ``max_tokens`` is cut to what the context holds.
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from models.generation import DecodeBatch, GenerationModel, Row
 from service.errors import BatchFailed, Overloaded, ShuttingDown
-from service.inference.generation.stream import Delta, Failed, Finish, GenerationRequest
+from service.inference.generation.stream import Delta, Failed, Finish, FinishReason, GenerationRequest
 from service.inference.generation.text import TextCursor
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ class GenerationScheduler:
     def _deliver(self, slot: _Slot, token: int) -> None:
         """Pass one new token's text to the caller; finish the request on EOS, a stop string or max_tokens."""
         request, written = slot.request, len(slot.row.generated)
-        reason: str | None = None
+        reason: FinishReason | None = None
         if token in self.model.eos_ids:
             reason = "stop"
         else:
@@ -244,8 +244,7 @@ class GenerationScheduler:
         rest = slot.cursor.flush()
         if rest:
             request.push(Delta(rest))
-        finish = "stop" if reason == "stop" else "length"
-        request.push(Finish(finish, len(request.prompt), written, tuple(slot.row.generated)))
+        request.push(Finish(reason, len(request.prompt), written, tuple(slot.row.generated)))
         self._observer.on_finish(self.model_id, written)
         request.cancelled = True  # done: pruned before the next step like an abandoned one
 
@@ -274,4 +273,3 @@ class GenerationScheduler:
             if not request.cancelled:
                 request.push(Failed(error))
         self._slots, self.running, self.cache_tokens = [], 0, 0
-

@@ -10,12 +10,12 @@ import pytest
 
 from models.base import Sampling
 from models.generation import GenerationModel
-from models.loading import LoadOptions, load_model
+from models.loading import LoadOptions, load_local
 from service.errors import Overloaded
+from service.inference.engine import model_thread
 from service.inference.generation.engine import GenerationEngine, Prompt
 from service.inference.generation.scheduler import GenerationLimits, GenerationObserver, NullObserver
 from service.inference.generation.stream import Finish, GenerationRequest, TokenStream
-from service.runtime import model_thread
 
 PROMPTS = [
     "hello",
@@ -28,7 +28,7 @@ MAX_TOKENS = [24, 6, 18, 10, 30]
 
 
 def _load(path: Path) -> GenerationModel:
-    model = load_model("tiny-lm", path, options=LoadOptions(device="cpu"))
+    model = load_local("tiny-lm", path, options=LoadOptions(device="cpu"))
     assert isinstance(model, GenerationModel)
     return model
 
@@ -57,7 +57,8 @@ class StepHook(NullObserver):
 def engine_factory(lm: GenerationModel) -> Iterator[Callable[..., GenerationEngine]]:
     made: list[GenerationEngine] = []
 
-    def make(limits: GenerationLimits = GenerationLimits(), observer: GenerationObserver | None = None) -> GenerationEngine:
+    def make(limits: GenerationLimits | None = None, observer: GenerationObserver | None = None) -> GenerationEngine:
+        limits = limits or GenerationLimits()
         engine = GenerationEngine("tiny-lm", lm, limits, model_thread("tiny-lm", 1), observer=observer)
         made.append(engine)
         return engine
@@ -90,13 +91,18 @@ async def test_greedy_output_is_the_same_alone_and_batched_with_joins_and_leaves
     hook = StepHook({})
     batched = engine_factory(observer=hook)
     submit = batched.scheduler.submit
+
+    def submit_all(*joining: GenerationRequest) -> None:
+        for request in joining:
+            submit(request)
+
     # 0 starts alone; 1 and 2 join at step 2; 3 joins at step 5 (after 1 left, with 6 tokens); 4 and a request
     # that is abandoned join at step 7; the abandoned one leaves at step 9 while the others keep decoding.
     hook.actions.update(
         {
-            2: lambda: (submit(requests[1]), submit(requests[2])),
+            2: lambda: submit_all(requests[1], requests[2]),
             5: lambda: submit(requests[3]),
-            7: lambda: (submit(requests[4]), submit(abandoned)),
+            7: lambda: submit_all(requests[4], abandoned),
             9: abandoned.cancel,
         }
     )
