@@ -98,17 +98,10 @@ def check_model_fits(settings: Settings, model_id: str, model: Model | Generatio
     """Refuse settings under which a full-length input of ``model`` could never be batched.
 
     Raises:
-        ValueError: a token budget is below the model's input limit.
+        ValueError: ``max_batch_tokens`` is below an encoder's input limit.
     """
     if isinstance(model, GenerationModel):
-        for name in ("generation_step_tokens", "generation_kv_tokens"):
-            if getattr(settings, name) < model.max_input_tokens:
-                raise ValueError(
-                    f"{name} ({getattr(settings, name)}) is smaller than the context of generation model "
-                    f"{model_id!r} ({model.max_input_tokens} tokens); set CHUNKSERVE_{name.upper()} (or "
-                    f"--{name.replace('_', '-')}) to at least {model.max_input_tokens}"
-                )
-        return
+        return  # a generation engine fits its context to its budgets instead
     if settings.max_batch_tokens < model.max_input_tokens:
         raise ValueError(
             f"max_batch_tokens ({settings.max_batch_tokens}) is smaller than one full-length input of model "

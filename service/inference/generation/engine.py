@@ -55,11 +55,13 @@ class GenerationEngine:
 
     @property
     def context_length(self) -> int:
-        return self.model.max_input_tokens
+        """Tokens one sequence may hold: the model's context, unless a step or KV-cache budget is smaller."""
+        limits = self.scheduler.limits
+        return min(self.model.max_input_tokens, limits.step_tokens, limits.kv_tokens)
 
     def info(self) -> dict[str, Any]:
         """The model's public description (task, device, dtype, context length)."""
-        return {**self.model.info(), "id": self.model_id}
+        return {**self.model.info(), "id": self.model_id, "context_length": self.context_length}
 
     async def start(self) -> None:
         """Start the step loop on the model's thread."""

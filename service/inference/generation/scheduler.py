@@ -94,6 +94,7 @@ class GenerationScheduler:
         self._wake = threading.Condition()
         self._batch = DecodeBatch(model)
         self._slots: list[_Slot] = []
+        self._finished: list[tuple[GenerationRequest, Finish]] = []
         self.reserved = 0
         self._closing = False
         self._drain = True
@@ -175,9 +176,14 @@ class GenerationScheduler:
             error = BatchFailed(f"model {self.model_id!r} failed: {type(exc).__name__}")
             for slot in [*self._slots, *joining]:
                 slot.request.push(Failed(error))
-            self._slots, self.reserved = [], 0
+            self._slots, self.reserved, self._finished = [], 0, []
             self._batch = DecodeBatch(self.model)
+        self.steps += 1
+        self._prune()
         self._publish()
+        finished, self._finished = self._finished, []
+        for request, finish in finished:
+            request.push(finish)
         return True
 
     def _live_waiting(self) -> bool:
@@ -244,9 +250,10 @@ class GenerationScheduler:
         rest = slot.cursor.flush()
         if rest:
             request.push(Delta(rest))
-        request.push(Finish(reason, len(request.prompt), written, tuple(slot.row.generated)))
+        # Sent once the sequence has left the batch: a caller that sees its finish sees its slot free too.
+        self._finished.append((request, Finish(reason, len(request.prompt), written, tuple(slot.row.generated))))
         self._observer.on_finish(self.model_id, written)
-        request.cancelled = True  # done: pruned before the next step like an abandoned one
+        request.cancelled = True  # done: pruned like an abandoned one
 
     def _prune(self) -> None:
         """Drop finished and abandoned sequences from the batch, giving back their budget."""
@@ -261,7 +268,6 @@ class GenerationScheduler:
         self._publish()
 
     def _publish(self) -> None:
-        self.steps += 1
         self.running = len(self._slots)
         self.cache_tokens = self._batch.cache_tokens
 

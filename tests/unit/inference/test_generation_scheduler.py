@@ -135,3 +135,45 @@ async def test_a_full_queue_refuses_at_once(
     done = await asyncio.gather(TokenStream(first).collect(), TokenStream(second).collect())
     assert [d.finish.completion_tokens for d in done] == [4, 4]
     assert len(refused) == 1 and "1 requests waiting" in str(refused[0])
+
+
+class Recorder(NullObserver):
+    """The sequences in each decode step, with the scheduler's turn count when the step ran."""
+
+    def __init__(self) -> None:
+        self.engine: GenerationEngine | None = None
+        self.decodes: list[tuple[int, int]] = []
+
+    def on_step(self, model_id: str, kind: str, sequences: int, tokens: int, seconds: float) -> None:
+        if kind == "decode" and self.engine is not None:
+            self.decodes.append((self.engine.scheduler.steps, sequences))
+
+
+async def test_a_caller_that_goes_away_frees_its_slot_at_the_next_step(
+    lm: GenerationModel, engine_factory: Callable[..., GenerationEngine]
+) -> None:
+    ids = lm.encode_prompt("hello")
+    recorder = Recorder()
+    engine = recorder.engine = engine_factory(observer=recorder)
+    await engine.start()
+    stays = engine.stream(Prompt(ids), max_tokens=80)
+    leaves = engine.stream(Prompt(ids), max_tokens=80)
+    read = asyncio.Event()
+    left_at: list[int] = []
+
+    async def reader() -> None:
+        async for _ in leaves:
+            read.set()
+
+    task = asyncio.create_task(reader())
+    await read.wait()
+    left_at.append(engine.scheduler.steps)
+    task.cancel()  # what a disconnect does to the handler reading the stream
+    await asyncio.gather(task, return_exceptions=True)
+    done = await stays.collect()
+    assert done.finish.reason == "length" or done.finish.token_ids[-1] in lm.eos_ids, "the other one was cut short"
+    alone = [steps for steps, size in recorder.decodes if size == 1]
+    assert alone, f"the abandoned sequence never left: {recorder.decodes}"
+    # The turn running when the caller left may finish; the one after it already runs without the sequence.
+    assert alone[0] <= left_at[0] + 1, f"left at turn {left_at[0]}, batch shrank at turn {alone[0]}"
+    assert engine.scheduler.running == 0 and engine.scheduler.reserved == 0
