@@ -240,3 +240,21 @@ def _eos_ids(tokenizer: PreTrainedTokenizerBase, module: PreTrainedModel) -> fro
         elif isinstance(value, list):
             ids.update(v for v in value if isinstance(v, int))
     return frozenset(ids)
+
+
+def reference_generate(model: GenerationModel, ids: Sequence[int], max_tokens: int) -> list[int]:
+    """transformers' own greedy ``generate()`` on one prompt (stopping at EOS): the baseline decoding is checked
+    and benchmarked against."""
+    prompt = torch.tensor([list(ids)], dtype=torch.long, device=model._device)
+    eos = sorted(model.eos_ids) or None
+    with torch.inference_mode():
+        out = model.module.generate(  # type: ignore[operator]
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=eos[0] if eos else 0,
+        )
+    tokens: list[int] = out[0, prompt.shape[1] :].tolist()
+    return tokens

@@ -124,7 +124,14 @@ class TargetSpec(_Request):
     protocol: Literal["generic", "openai-embeddings", "openai-chat"] = Field(
         default="generic", description="generic: POST {'text': chunk}; openai-*: the OpenAI API."
     )
-    prompt: str | None = Field(default=None, max_length=8192, description="System prompt for openai-chat.")
+    prompt: str | None = Field(
+        default=None,
+        max_length=8192,
+        description="System prompt for openai-chat; for a local generation model, the prompt ({text}: the chunk).",
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=32768, description="Local generation model: tokens per chunk."
+    )
     headers: dict[str, str] = Field(default_factory=dict, max_length=16, description="Extra headers for the remote.")
 
     @model_validator(mode="after")

@@ -21,11 +21,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The bench command's flags."""
     parser.add_argument(
         "--scenario",
-        choices=["embeddings", "process", "stream", "offline"],
+        choices=["embeddings", "process", "stream", "offline", "generate"],
         default="embeddings",
         help=(
             "embeddings: closed-loop /v1/embeddings; process: one long text fanned out to a fake remote; "
-            "stream: time to the first SSE result; offline: `chunkserve run` against the in-process ceiling."
+            "stream: time to the first SSE result; offline: `chunkserve run` against the in-process ceiling; "
+            "generate: streamed completions of a random GPT-2 small vs. in-process generate()."
         ),
     )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="Server to measure.")
@@ -53,6 +54,21 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-size", type=int, default=2000, help="offline: chunk size in characters (2000 keeps each text whole)."
     )
+    add_generate_arguments(parser)
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generate scenario's flags."""
+    from service.bench.generate import DEFAULT_MODEL_DIR
+
+    parser.add_argument(
+        "--gen-model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="generate: the random GPT-2 (built once)."
+    )
+    parser.add_argument("--max-tokens", type=int, default=64, help="generate: tokens per request.")
+    parser.add_argument("--prompt-words", type=int, default=60, help="generate: words per prompt.")
+    parser.add_argument("--baseline-requests", type=int, default=8, help="generate: in-process generate() calls.")
+    parser.add_argument("--vs", default=None, help="generate: another OpenAI-compatible server to compare with.")
+    parser.add_argument("--vs-model", default=None, help="generate: the model name to send --vs (default: its path).")
 
 
 def _measure_raw(model_id: str, texts: list[str]) -> dict[str, Any]:
@@ -112,6 +128,25 @@ def run_bench(args: argparse.Namespace) -> int:
             headers=headers, chunks=args.chunks, latency_ms=args.remote_latency_ms, repeats=args.repeats
         )
         _write(args.out, {"scenario": "stream", "machine": _machine(), **result})
+        return 0
+    if args.scenario == "generate":
+        from service.bench.generate import run_generate_scenario
+        from service.runtime import effective_threads
+
+        levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+        result = run_generate_scenario(
+            model_dir=args.gen_model_dir,
+            levels=levels,
+            requests_per_level=args.requests,
+            max_tokens=args.max_tokens,
+            prompt_words=args.prompt_words,
+            baseline_requests=args.baseline_requests,
+            threads=effective_threads(Settings()),
+            vs=args.vs,
+            vs_model=args.vs_model,
+            headers=headers,
+        )
+        _write(args.out, {"scenario": "generate", "machine": _machine(), **result})
         return 0
     if args.scenario == "offline":
         from service.bench.offline import run_offline_scenario

@@ -22,6 +22,7 @@ from service.errors import (
     DeadlineExceeded,
     InvalidInput,
 )
+from service.inference.generation.jobs import generate_for_chunk
 from service.inference.registry import ModelRegistry
 from service.jobs.chunking import Chunk, Strategy, chunk_text
 from service.jobs.targets import Assignment, Job, LocalTarget, Target, target_label
@@ -88,6 +89,7 @@ class Pipeline:
         self.policy = policy
         self.limits = limits
         self.resolver = resolver
+        self._gates: dict[str, asyncio.Semaphore] = {}
 
     async def prepare(self, job: Job) -> Plan:
         """Chunk the text and check every target before anything is sent.
@@ -106,7 +108,7 @@ class Pipeline:
             raise InvalidInput(f"timeout_s must be in (0, {self.limits.max_timeout_s}]", field="timeout_s")
         for target in targets:
             if isinstance(target, LocalTarget):
-                self.registry.get(target.model)
+                self._check_local(target)
         await self._check_remote({t for t in targets if isinstance(t, RemoteTarget)})
         chunks = chunk_text(
             job.text,
@@ -129,6 +131,10 @@ class Pipeline:
     async def run(self, plan: Plan) -> AsyncGenerator[ChunkResult, None]:
         """Dispatch every (chunk, target) pair at once; yield results as they complete."""
         deadline = time.monotonic() + plan.job.timeout_s
+        self._gates = {
+            model_id: asyncio.Semaphore(engine.scheduler.limits.max_running)
+            for model_id, engine in self.registry.generators.items()
+        }
         done: asyncio.Queue[ChunkResult] = asyncio.Queue()
         tasks = [
             asyncio.create_task(self._one(chunk, target, plan.job, deadline, done), name=f"chunk-{chunk.index}")
@@ -152,6 +158,16 @@ class Pipeline:
         results = [r async for r in self.run(plan)]
         return sorted(results, key=lambda r: order[(r.index, r.target)])
 
+    def _check_local(self, target: LocalTarget) -> None:
+        if target.model in self.registry.generators:
+            self.registry.generator(target.model, "targets")
+            return
+        self.registry.get(target.model)
+        if target.prompt is not None or target.max_tokens is not None:
+            raise InvalidInput(
+                f"prompt and max_tokens apply to generation models; {target.model!r} is not one", field="targets"
+            )
+
     def _default_model(self) -> str:
         for engine in self.registry.engines.values():
             return engine.model_id
@@ -162,7 +178,8 @@ class Pipeline:
             return None
         local = next((t for t in targets if isinstance(t, LocalTarget)), None)
         model_id = local.model if local else self._default_model()
-        model = self.registry.engines[model_id].model
+        generator = self.registry.generators.get(model_id)
+        model = generator.model if generator is not None else self.registry.engines[model_id].model
         return lambda text: model.count_tokens([text])[0]
 
     async def _check_remote(self, targets: set[RemoteTarget]) -> None:
@@ -183,7 +200,8 @@ class Pipeline:
             if isinstance(target, LocalTarget):
                 needed[target.model] = needed.get(target.model, 0) + 1
         for model_id, n in needed.items():
-            self.registry.engines[model_id].check_room(n, what="chunks")
+            if model_id in self.registry.engines:  # generation chunks wait in the job (see _local), not the queue
+                self.registry.engines[model_id].check_room(n, what="chunks")
 
     async def _one(
         self, chunk: Chunk, target: Target, job: Job, deadline: float, done: asyncio.Queue[ChunkResult]
@@ -211,6 +229,12 @@ class Pipeline:
         done.put_nowait(result)
 
     async def _local(self, target: LocalTarget, text: str) -> Any:
+        generator = self.registry.generators.get(target.model)
+        if generator is not None:
+            # A job's generation chunks enter the scheduler's queue a batchful at a time, so that one long text
+            # neither fills the queue (503 for everyone) nor waits behind a queue it filled itself.
+            async with self._gates[target.model]:
+                return await generate_for_chunk(generator, target, text)
         output = await self.registry.engines[target.model].run([text], field="text")
         return to_jsonable(output.results[0])
 

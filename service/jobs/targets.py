@@ -26,9 +26,11 @@ class Assignment(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LocalTarget:
-    """A model served by this process."""
+    """A model served by this process; ``prompt`` ({text}: the chunk) and ``max_tokens`` for a generation model."""
 
     model: str
+    prompt: str | None = None
+    max_tokens: int | None = None
 
     @property
     def label(self) -> str:
@@ -70,7 +72,7 @@ def target_from_spec(spec: TargetSpec) -> Target:
     if spec.url is None:
         if spec.model is None:  # TargetSpec's own validator refuses this; kept so a bad caller fails clearly
             raise ValueError("a target needs a model or a url")
-        return LocalTarget(model=spec.model)
+        return LocalTarget(model=spec.model, prompt=spec.prompt, max_tokens=spec.max_tokens)
     return RemoteTarget(
         url=spec.url,
         protocol=RemoteProtocol(spec.protocol),

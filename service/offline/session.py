@@ -87,7 +87,8 @@ async def run_async(
         for target in options.targets:
             if isinstance(target, LocalTarget):
                 try:
-                    registry.get(target.model)
+                    if target.model not in registry.generators:
+                        registry.get(target.model)
                 except ModelNotFound as exc:
                     raise ValueError(f"--target {target.model!r}: {exc.message}") from None
         loaded = time.perf_counter()

@@ -178,3 +178,23 @@ def test_generation_metrics_are_exposed(gen_url: str, client: openai.OpenAI) -> 
         'chunkserve_generation_step_sequences_count{kind="decode",model="tiny-gpt2"}',
     ):
         assert name in text, name
+
+
+def test_process_runs_a_generation_model_on_every_chunk(gen_url: str) -> None:
+    text = "The quick brown fox jumps. It runs over the lazy dog! Cats and dogs live together in the house."
+    target = {"model": "tiny-llama", "prompt": "Summarise: {text}", "max_tokens": 8}
+    body = {"text": text, "chunk_size": 30, "targets": [target]}
+    answer = httpx.post(f"{gen_url}/v1/process", json=body, timeout=60).json()
+    assert answer["total"] >= 3 and answer["failed"] == 0, answer
+    for chunk, result in zip(answer["chunks"], answer["results"], strict=True):
+        messages = [{"role": "user", "content": f"Summarise: {chunk['text']}"}]
+        same = {"model": "tiny-llama", "messages": messages, "max_tokens": 8, "temperature": 0}
+        want = httpx.post(f"{gen_url}/v1/chat/completions", json=same, timeout=30).json()
+        assert result["result"]["text"] == want["choices"][0]["message"]["content"]
+        assert result["result"]["completion_tokens"] == want["usage"]["completion_tokens"]
+
+
+def test_process_refuses_a_prompt_for_an_encoder(gen_url: str) -> None:
+    body = {"text": "Some text.", "targets": [{"model": "tiny-embed", "prompt": "Summarise: {text}"}]}
+    answer = httpx.post(f"{gen_url}/v1/process", json=body, timeout=10)
+    assert answer.status_code == 422 and answer.json()["error"]["param"] == "targets"

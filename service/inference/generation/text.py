@@ -37,10 +37,14 @@ class TextCursor:
         return self._release()
 
     def flush(self) -> str:
-        """At the end of the sequence: whatever was held back (a stop string's beginning that never completed)."""
+        """At the end of the sequence: whatever was held back (a stop string's beginning that never completed,
+        a character whose bytes never all arrived), so that the pieces join to the decoding of every token."""
         if self.stopped:
             return ""
-        text, self._pending = self._pending, ""
+        before = self._decode(self._ids[self._prefix : self._read])
+        after = self._decode(self._ids[self._prefix :])
+        text = self._pending + (after[len(before) :] if len(after) > len(before) else "")
+        self._pending = ""
         return text
 
     def _release(self) -> str:

@@ -1,0 +1,235 @@
+"""``chunkserve bench --scenario generate``: streamed completions at several concurrencies vs. in-process generate().
+
+The baseline is transformers' ``generate()`` called one request at a time in this process on the same model and
+prompts; the server is then spawned with that model and loaded by N streaming clients (closed loop). ``--vs URL``
+runs the same load against any other OpenAI-compatible server (for example ``transformers serve``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import orjson
+
+from service.bench.corpus import builtin_corpus
+from service.bench.load import percentile
+
+DEFAULT_MODEL_DIR = Path.home() / ".cache" / "chunkserve" / "bench-gpt2-124m"
+MODEL_ID = "bench-gpt2"
+
+
+@dataclass
+class GenerateLevel:
+    """One concurrency level: latency percentiles and throughput of output tokens."""
+
+    concurrency: int
+    requests: int
+    errors: int
+    duration_s: float
+    output_tokens: int
+    output_tokens_per_s: float
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    itl_p50_ms: float
+    itl_p99_ms: float
+    error_samples: list[str] = field(default_factory=list)
+
+
+def bench_prompts(n: int, words: int, seed: int = 99) -> list[str]:
+    """``n`` prompts of ``words`` words each, from the built-in corpus."""
+    texts = builtin_corpus(max(n, 8) * 4, seed=seed, min_words=words, max_words=words * 2)
+    return [" ".join(re.findall(r"\w+", text)[:words]) for text in texts[:n]]
+
+
+def prepare_model(model_dir: Path) -> Path:
+    """The random-weight GPT-2 small in ``model_dir``, built and saved on the first run."""
+    from models.random_lm import save_random_gpt2
+
+    words = re.findall(r"\w+", " ".join(builtin_corpus(500)))
+    return save_random_gpt2(model_dir, words)
+
+
+def measure_inprocess(model_dir: Path, prompts: list[str], max_tokens: int, threads: int) -> dict[str, Any]:
+    """One request at a time through transformers' ``generate()``: TTFT (a 1-token call) and output tokens/s."""
+    from models.generation import GenerationModel, reference_generate
+    from models.loading import LoadOptions, load_local
+    from service.inference.engine import set_torch_threads
+
+    set_torch_threads(threads)
+    model = load_local(MODEL_ID, model_dir, options=LoadOptions(device="cpu"))
+    if not isinstance(model, GenerationModel):
+        raise SystemExit(f"bench: {model_dir} is not a generation model")
+    ids = [model.encode_prompt(p) for p in prompts]
+    reference_generate(model, ids[0], 4)  # warm-up
+    ttft = []
+    for prompt in ids:
+        started = time.perf_counter()
+        reference_generate(model, prompt, 1)
+        ttft.append((time.perf_counter() - started) * 1000)
+    tokens, started = 0, time.perf_counter()
+    for prompt in ids:
+        tokens += len(reference_generate(model, prompt, max_tokens))
+    elapsed = time.perf_counter() - started
+    ttft.sort()
+    return {
+        "requests": len(ids),
+        "prompt_tokens_mean": round(statistics.mean(len(i) for i in ids), 1),
+        "ttft_p50_ms": round(percentile(ttft, 50), 1),
+        "ttft_p99_ms": round(percentile(ttft, 99), 1),
+        "output_tokens": tokens,
+        "output_tokens_per_s": round(tokens / elapsed, 2),
+    }
+
+
+async def _one(
+    client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int, ttft: list[float], gaps: list[float]
+) -> int:
+    """Stream one completion; record its TTFT and token gaps; return its output tokens."""
+    body = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    last: float | None = None
+    tokens = 0
+    async with client.stream("POST", "/v1/completions", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = orjson.loads(line[6:])
+            if chunk.get("usage"):
+                tokens = int(chunk["usage"]["completion_tokens"])
+            if chunk.get("choices") and chunk["choices"][0].get("text"):
+                now = time.perf_counter()
+                if last is None:
+                    ttft.append((now - started) * 1000)
+                else:
+                    gaps.append((now - last) * 1000)
+                last = now
+    return tokens
+
+
+async def closed_loop_generate(
+    url: str,
+    model: str,
+    prompts: list[str],
+    concurrency: int,
+    requests: int,
+    max_tokens: int,
+    headers: Mapping[str, str] | None = None,
+) -> GenerateLevel:
+    """``concurrency`` streaming clients sending ``requests`` completions in all, each as soon as its last ended."""
+    ttft: list[float] = []
+    gaps: list[float] = []
+    errors: list[str] = []
+    counter = iter(range(requests))
+    tokens = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits, headers=headers, trust_env=False) as client:
+
+        async def worker() -> None:
+            nonlocal tokens
+            for i in counter:
+                try:
+                    # Not ``tokens += await ...``: that reads ``tokens`` before the await and loses the others' counts.
+                    written = await _one(client, model, prompts[i % len(prompts)], max_tokens, ttft, gaps)
+                    tokens += written
+                except (httpx.HTTPError, RuntimeError) as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    ttft.sort()
+    gaps.sort()
+    return GenerateLevel(
+        concurrency=concurrency,
+        requests=requests,
+        errors=len(errors),
+        duration_s=round(elapsed, 2),
+        output_tokens=tokens,
+        output_tokens_per_s=round(tokens / elapsed, 2),
+        ttft_p50_ms=round(percentile(ttft, 50), 1),
+        ttft_p99_ms=round(percentile(ttft, 99), 1),
+        itl_p50_ms=round(percentile(gaps, 50), 1),
+        itl_p99_ms=round(percentile(gaps, 99), 1),
+        error_samples=errors[:3],
+    )
+
+
+def run_generate_scenario(
+    *,
+    model_dir: Path,
+    levels: list[int],
+    requests_per_level: int,
+    max_tokens: int,
+    prompt_words: int,
+    baseline_requests: int,
+    threads: int,
+    vs: str | None,
+    vs_model: str | None,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Baseline in-process, then the spawned server, then ``vs`` (when given): one report with the ratios."""
+    from service.bench.procs import spawned
+
+    path = prepare_model(model_dir)
+    prompts = bench_prompts(max(requests_per_level, baseline_requests), prompt_words)
+    print(f"model: random GPT-2 small (124M) in {path}; {max_tokens} tokens per request, greedy")
+    baseline = measure_inprocess(path, prompts[:baseline_requests], max_tokens, threads)
+    print(f"in-process generate(): {baseline}")
+    report: dict[str, Any] = {"model_dir": str(path), "max_tokens": max_tokens, "baseline": baseline}
+    env = {"CHUNKSERVE_MODELS": f"{MODEL_ID}={path}:generation", "CHUNKSERVE_TORCH_THREADS": str(threads)}
+    with spawned(["serve"], "/ready", env=env) as (url, _):
+        report["server"] = [
+            asdict(asyncio.run(closed_loop_generate(url, MODEL_ID, prompts, c, max(c, requests_per_level), max_tokens)))
+            for c in levels
+        ]
+    for level in report["server"]:
+        print(f"chunkserve c={level['concurrency']}: {level}")
+    if vs:
+        report["vs"] = {
+            "url": vs,
+            "levels": [
+                asdict(
+                    asyncio.run(
+                        closed_loop_generate(
+                            vs, vs_model or str(path), prompts, c, max(c, requests_per_level), max_tokens, headers
+                        )
+                    )
+                )
+                for c in levels
+            ],
+        }
+    by_c = {level["concurrency"]: level for level in report["server"]}
+    ratios: dict[str, float] = {}
+    for c, level in by_c.items():
+        ratios[f"tokens_per_s_c{c}_over_inprocess"] = round(
+            level["output_tokens_per_s"] / baseline["output_tokens_per_s"], 2
+        )
+    if 1 in by_c:
+        ratios["ttft_p50_c1_over_inprocess"] = round(by_c[1]["ttft_p50_ms"] / baseline["ttft_p50_ms"], 3)
+    if vs:
+        for level in report["vs"]["levels"]:
+            c = level["concurrency"]
+            if c in by_c and level["output_tokens_per_s"]:
+                ratios[f"tokens_per_s_c{c}_over_vs"] = round(
+                    by_c[c]["output_tokens_per_s"] / level["output_tokens_per_s"], 2
+                )
+    report["ratios"] = ratios
+    print("ratios:", ratios)
+    return report
