@@ -100,3 +100,25 @@ class CompletionRequest(_GenerationRequest):
     def token_limit(self) -> int | None:
         """``max_tokens``."""
         return self.max_tokens
+
+
+class ChatTurn(_Strict):
+    """A WebSocket chat message: one user turn, answered with the connection's conversation so far."""
+
+    message: str = Field(min_length=1, description="The user's turn.")
+    model: str | None = Field(
+        default=None, max_length=128, description="Model id; the first generation model if absent."
+    )
+    system: str | None = Field(default=None, description="A system prompt put before the conversation.")
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    stop: str | Annotated[list[str], Field(max_length=_MAX_STOPS)] | None = None
+    reset: bool = Field(default=False, description="Forget the conversation before this turn.")
+
+    def stops(self) -> list[str]:
+        """The stop strings as a list."""
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,8 +10,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from models.base import Task
+from models.generation import GenerationModel
+from models.loading import LoadOptions, load_local
 from service.api.app import create_app
 from service.config import Settings
 from service.inference.model_entry import ModelEntry
@@ -198,3 +202,30 @@ def test_process_refuses_a_prompt_for_an_encoder(gen_url: str) -> None:
     body = {"text": "Some text.", "targets": [{"model": "tiny-embed", "prompt": "Summarise: {text}"}]}
     answer = httpx.post(f"{gen_url}/v1/process", json=body, timeout=10)
     assert answer.status_code == 422 and answer.json()["error"]["param"] == "targets"
+
+
+def test_websocket_chat_keeps_the_conversation(gen_url: str, tiny_llama_dir: Path) -> None:
+    reference = load_local("ref", tiny_llama_dir, options=LoadOptions(device="cpu"))
+    assert isinstance(reference, GenerationModel)
+    history: list[dict[str, str]] = []
+    with ws_connect(gen_url.replace("http://", "ws://") + "/v1/ws", open_timeout=10) as ws:
+        for i, text in enumerate(["hello world", "tell me about the fox", "and the dog?"]):
+            job = {"job_id": f"turn-{i}", "model": "tiny-llama", "message": text, "max_tokens": 6}
+            ws.send(json.dumps(job))
+            tokens, done = [], None
+            while done is None:
+                message = json.loads(ws.recv(timeout=30))
+                assert message["job_id"] == f"turn-{i}", message
+                if message["type"] == "token":
+                    tokens.append(message["text"])
+                else:
+                    assert message["type"] == "done", message
+                    done = message
+            history.append({"role": "user", "content": text})
+            # The model saw every earlier turn: the prompt is the chat template over the whole conversation.
+            assert done["usage"]["prompt_tokens"] == len(reference.encode_chat(history))
+            assert "".join(tokens) == done["text"] and done["dropped_messages"] == 0
+            same = {"model": "tiny-llama", "messages": history, "max_tokens": 6, "temperature": 0}
+            want = httpx.post(f"{gen_url}/v1/chat/completions", json=same, timeout=30).json()
+            assert done["text"] == want["choices"][0]["message"]["content"]
+            history.append({"role": "assistant", "content": done["text"]})

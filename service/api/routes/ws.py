@@ -1,7 +1,8 @@
 """WebSocket ``/v1/ws`` (and the classic ``/chat/``): many jobs on one connection, step-by-step progress.
 
-Client → server: a JSON job (the /v1/process body, plus an optional ``job_id``) or plain text (defaults).
-Server → client: ``{"type": "step" | "progress" | "result" | "done" | "error", "job_id": ..., ...}``.
+Client → server: a JSON job (the /v1/process body, plus an optional ``job_id``) or plain text (defaults); or a
+chat turn ``{"message": ..., "model": ...}`` for a generation model (``service/api/routes/ws_chat.py``).
+Server → client: ``{"type": "step" | "progress" | "result" | "token" | "done" | "error", "job_id": ..., ...}``.
 A bad message gets an ``error`` and the socket stays open; closing the socket cancels its jobs.
 Credentials are checked on connect (``service/api/auth.py``); each job counts against the caller's request rate
 and running-jobs limit, and a refused job gets an ``error`` of type ``RateLimited`` with ``retry_after_s``.
@@ -20,8 +21,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from service.api.auth import Access
+from service.api.routes.ws_chat import Conversation, run_chat
 from service.config import Settings
 from service.errors import ChunkserveError, InputTooLarge, InvalidInput, RateLimited
+from service.generation_schemas import ChatTurn
 from service.jobs.events import job_events
 from service.jobs.pipeline import Pipeline
 from service.jobs.targets import job_from_request
@@ -61,6 +64,7 @@ class _Session:
         self.principal = principal
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1024)
         self.jobs: dict[str, asyncio.Task[None]] = {}
+        self.conversation = Conversation()
         self._ids = itertools.count(1)
 
     async def writer(self) -> None:
@@ -72,17 +76,22 @@ class _Session:
     async def send(self, kind: str, job_id: str | None, **data: Any) -> None:
         await self.outbox.put({"type": kind, "job_id": job_id, **data})
 
-    def parse(self, raw: str) -> tuple[str, ProcessRequest]:
+    def parse(self, raw: str) -> tuple[str, ProcessRequest | ChatTurn]:
         stripped = raw.strip()
         if stripped.startswith("{"):
             payload = orjson.loads(stripped)
             job_id = str(payload.pop("job_id", "") or f"job-{next(self._ids)}")[:64]
+            if "message" in payload:  # a chat turn, for a generation model
+                return job_id, ChatTurn.model_validate(payload)
             return job_id, ProcessRequest.model_validate(payload)
         return f"job-{next(self._ids)}", ProcessRequest(text=raw)
 
-    async def run_job(self, job_id: str, request: ProcessRequest) -> None:
+    async def run_job(self, job_id: str, request: ProcessRequest | ChatTurn) -> None:
         try:
             with self.access.slots.hold(self.principal.key):
+                if isinstance(request, ChatTurn):
+                    await run_chat(self.pipeline.registry, self.conversation, request, job_id, self.send)
+                    return
                 plan = await self.pipeline.prepare(job_from_request(request, job_limits(self.settings)))
                 async for event in job_events(self.pipeline, plan):
                     if event.kind == "summary":
