@@ -115,7 +115,16 @@ def create_app(
     app.state.drain = drain
     install_cors(app, settings)
     for module in (
-        health, metrics_route, models_route, embeddings, classify, completions, predict, process, stream, ws
+        health,
+        metrics_route,
+        models_route,
+        embeddings,
+        classify,
+        completions,
+        predict,
+        process,
+        stream,
+        ws,
     ):
         app.include_router(module.router)
     install_docs(app)
