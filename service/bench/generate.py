@@ -8,10 +8,13 @@ runs the same load against any other OpenAI-compatible server (for example ``tra
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import statistics
+import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +106,7 @@ async def _one(
     }
     started = time.perf_counter()
     last: float | None = None
-    tokens = 0
+    tokens = pieces = 0
     async with client.stream("POST", "/v1/completions", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
@@ -114,13 +117,15 @@ async def _one(
             if chunk.get("usage"):
                 tokens = int(chunk["usage"]["completion_tokens"])
             if chunk.get("choices") and chunk["choices"][0].get("text"):
+                pieces += 1
                 now = time.perf_counter()
                 if last is None:
                     ttft.append((now - started) * 1000)
                 else:
                     gaps.append((now - last) * 1000)
                 last = now
-    return tokens
+    # A server that sends no usage: count its text chunks (one token each for chunkserve and transformers serve).
+    return tokens or pieces
 
 
 async def closed_loop_generate(
@@ -171,6 +176,36 @@ async def closed_loop_generate(
     )
 
 
+@contextlib.contextmanager
+def transformers_serve(model_dir: Path, threads: int, timeout_s: float = 300.0) -> Iterator[str]:
+    """``transformers serve MODEL_DIR`` on a free loopback port until the block ends; yields its URL."""
+    from service.bench.procs import free_port
+
+    port = free_port()
+    cmd = ["transformers", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"bench: transformers serve exited with {proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: transformers serve was not up within {timeout_s:.0f} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def run_generate_scenario(
     *,
     model_dir: Path,
@@ -202,19 +237,15 @@ def run_generate_scenario(
     for level in report["server"]:
         print(f"chunkserve c={level['concurrency']}: {level}")
     if vs:
-        report["vs"] = {
-            "url": vs,
-            "levels": [
-                asdict(
-                    asyncio.run(
-                        closed_loop_generate(
-                            vs, vs_model or str(path), prompts, c, max(c, requests_per_level), max_tokens, headers
-                        )
-                    )
-                )
-                for c in levels
-            ],
-        }
+        with contextlib.ExitStack() as stack:
+            other = stack.enter_context(transformers_serve(path, threads)) if vs == "transformers-serve" else vs
+            name = vs_model or str(path)
+            report["vs"] = {"url": vs, "levels": []}
+            # Without continuous batching another server may take c times longer at concurrency c: stop at 8.
+            for c in [c for c in levels if c <= 8]:
+                level = closed_loop_generate(other, name, prompts, c, max(c, requests_per_level), max_tokens, headers)
+                report["vs"]["levels"].append(asdict(asyncio.run(level)))
+                print(f"{vs} c={c}: {report['vs']['levels'][-1]}")
     by_c = {level["concurrency"]: level for level in report["server"]}
     ratios: dict[str, float] = {}
     for c, level in by_c.items():

@@ -67,7 +67,11 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, default=64, help="generate: tokens per request.")
     parser.add_argument("--prompt-words", type=int, default=60, help="generate: words per prompt.")
     parser.add_argument("--baseline-requests", type=int, default=8, help="generate: in-process generate() calls.")
-    parser.add_argument("--vs", default=None, help="generate: another OpenAI-compatible server to compare with.")
+    parser.add_argument(
+        "--vs",
+        default=None,
+        help="generate: another OpenAI-compatible server's URL to compare with, or transformers-serve to spawn one.",
+    )
     parser.add_argument("--vs-model", default=None, help="generate: the model name to send --vs (default: its path).")
 
 
