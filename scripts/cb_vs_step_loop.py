@@ -52,7 +52,7 @@ def main() -> None:
     results["step_loop_tokens_per_s"] = round(total / (time.perf_counter() - started), 2)
     print(f"chunkserve step loop: {results['step_loop_tokens_per_s']} tokens/s", flush=True)
 
-    config = GenerationConfig(max_new_tokens=args.tokens, do_sample=False, eos_token_id=-1)
+    config = GenerationConfig(max_new_tokens=args.tokens, do_sample=False, eos_token_id=-1)  # type: ignore[no-untyped-call]
     started = time.perf_counter()
     model.module.generate_batch(ids, generation_config=config, progress_bar=False)  # type: ignore[operator]
     results["transformers_continuous_batching_tokens_per_s"] = round(total / (time.perf_counter() - started), 2)
