@@ -7,6 +7,7 @@ Left padding with an explicit attention mask and position ids keeps each row's r
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,7 +119,7 @@ class DecodeBatch:
             mask[i, width - len(row.prompt) :] = 1
             if row.sampling.temperature > 0:
                 row.generator = torch.Generator(device=device)
-                seed = row.sampling.seed if row.sampling.seed is not None else torch.seed()
+                seed = row.sampling.seed if row.sampling.seed is not None else secrets.randbits(63)
                 row.generator.manual_seed(seed)
         ids, mask = ids.to(device), mask.to(device)
         cache = DynamicCache()
