@@ -141,6 +141,16 @@ class TargetSpec(_Request):
         return self
 
 
+class ReduceSpec(_Request):
+    """One more generation over the chunk results, in chunk order (map-reduce)."""
+
+    model: str = Field(min_length=1, max_length=128, description="A local generation model.")
+    prompt: str = Field(
+        default="{results}", max_length=8192, description="The prompt; {results} is the chunk results, in order."
+    )
+    max_tokens: int | None = Field(default=None, ge=1, le=32768, description="Tokens to generate.")
+
+
 class ProcessRequest(_Request):
     """``POST /v1/process``: a long text, how to chunk it, and where each chunk goes."""
 
@@ -156,6 +166,7 @@ class ProcessRequest(_Request):
         default="round_robin", description="round_robin: chunk i → target i mod n; broadcast: every chunk everywhere."
     )
     timeout_s: float | None = Field(default=None, gt=0, description="Per-call timeout and overall deadline.")
+    reduce: ReduceSpec | None = Field(default=None, description="Combine the chunk results with a generation model.")
 
 
 class ChunkInfo(BaseModel):
@@ -186,6 +197,7 @@ class ProcessResponse(BaseModel):
     failed: int
     chunks: list[ChunkInfo]
     results: list[ChunkResultModel]
+    reduce: dict[str, Any] | None = None
 
 
 class PredictRequest(_Request):

@@ -13,7 +13,7 @@ from service.jobs.targets import target_label
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One message of a job: ``kind`` is progress | result | summary | step."""
+    """One message of a job: ``kind`` is progress | result | reduce | summary | step."""
 
     kind: str
     data: dict[str, Any]
@@ -46,12 +46,16 @@ async def job_events(pipeline: Pipeline, plan: Plan, *, progress_every_s: float 
     yield Event("progress", {"chunked": len(plan.chunks), "queued": total, "done": 0, "failed": 0})
     spans = {c.index: (c.start, c.end) for c in plan.chunks}
     done = failed = 0
+    order = {(c.index, target_label(t)): i for i, (c, t) in enumerate(plan.work)}
+    collected: list[ChunkResult] = []
     last_progress = time.perf_counter()
     results = pipeline.run(plan)
     try:
         async for result in results:
             done += 1
             failed += not result.success
+            if plan.job.reduce is not None:
+                collected.append(result)
             start, end = spans[result.index]
             # The chunk's span in the text, so a client can show where each result belongs as it arrives.
             yield Event("result", {**result_payload(result), "start": start, "end": end})
@@ -64,6 +68,10 @@ async def job_events(pipeline: Pipeline, plan: Plan, *, progress_every_s: float 
     finally:
         await results.aclose()
     yield Event("progress", {"chunked": len(plan.chunks), "queued": 0, "done": done, "failed": failed})
+    if plan.job.reduce is not None:
+        collected.sort(key=lambda r: order[(r.index, r.target)])
+        yield Event("step", {"step": "reduce", "message": f"combining {len(collected)} results"})
+        yield Event("reduce", await pipeline.reduce(plan, collected) or {})
     yield Event(
         "summary",
         {

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from models.base import Classification
 from service.errors import (
@@ -109,6 +110,8 @@ class Pipeline:
         for target in targets:
             if isinstance(target, LocalTarget):
                 self._check_local(target)
+        if job.reduce is not None:
+            self.registry.generator(job.reduce.model, "reduce.model")
         await self._check_remote({t for t in targets if isinstance(t, RemoteTarget)})
         chunks = chunk_text(
             job.text,
@@ -157,6 +160,19 @@ class Pipeline:
         order = {(c.index, target_label(t)): i for i, (c, t) in enumerate(plan.work)}
         results = [r async for r in self.run(plan)]
         return sorted(results, key=lambda r: order[(r.index, r.target)])
+
+    async def reduce(self, plan: Plan, results: Sequence[ChunkResult]) -> dict[str, Any] | None:
+        """The job's reduce step over ``results`` (in chunk order; failed chunks left out), or None without one."""
+        target = plan.job.reduce
+        if target is None:
+            return None
+        parts = [_as_text(r.result) for r in results if r.success]
+        try:
+            engine = self.registry.generator(target.model, "reduce.model")
+            value = await generate_for_chunk(engine, target, "\n\n".join(parts))
+        except ChunkserveError as exc:
+            return {"success": False, "error": {"type": type(exc).__name__, "message": exc.message}}
+        return {"success": True, "result": value, "inputs": len(parts)}
 
     def _check_local(self, target: LocalTarget) -> None:
         if target.model in self.registry.generators:
@@ -237,6 +253,13 @@ class Pipeline:
                 return await generate_for_chunk(generator, target, text)
         output = await self.registry.engines[target.model].run([text], field="text")
         return to_jsonable(output.results[0])
+
+
+def _as_text(value: Any) -> str:
+    """A chunk result as text for a reduce prompt: a generation's text, a remote answer, or its JSON."""
+    if isinstance(value, dict) and isinstance(value.get("text"), str):
+        return str(value["text"])
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 def to_jsonable(value: Any) -> Any:

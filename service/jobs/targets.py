@@ -14,7 +14,7 @@ from typing import Any
 from service.errors import InputTooLarge
 from service.jobs.chunking import Strategy
 from service.outbound.remote import RemoteProtocol, RemoteTarget
-from service.schemas import ProcessRequest, TargetSpec
+from service.schemas import ProcessRequest, ReduceSpec, TargetSpec
 
 
 class Assignment(StrEnum):
@@ -56,6 +56,8 @@ class Job:
     targets: tuple[Target, ...] = ()
     assignment: Assignment = Assignment.ROUND_ROBIN
     timeout_s: float = 30.0
+    # Map-reduce: one more generation over the results in chunk order; its prompt has {text} for them.
+    reduce: LocalTarget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,4 +123,10 @@ def job_from_request(body: ProcessRequest, limits: JobLimits) -> Job:
         targets=targets,
         assignment=Assignment(body.assignment),
         timeout_s=body.timeout_s if body.timeout_s is not None else limits.default_timeout_s,
+        reduce=None if body.reduce is None else _reduce_target(body.reduce),
     )
+
+
+def _reduce_target(spec: ReduceSpec) -> LocalTarget:
+    # The results fill the prompt the way a chunk fills a target's: through {text}.
+    return LocalTarget(model=spec.model, prompt=spec.prompt.replace("{results}", "{text}"), max_tokens=spec.max_tokens)

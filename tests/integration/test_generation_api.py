@@ -229,3 +229,26 @@ def test_websocket_chat_keeps_the_conversation(gen_url: str, tiny_llama_dir: Pat
             want = httpx.post(f"{gen_url}/v1/chat/completions", json=same, timeout=30).json()
             assert done["text"] == want["choices"][0]["message"]["content"]
             history.append({"role": "assistant", "content": done["text"]})
+
+
+def test_process_reduce_combines_the_chunk_results_in_order(gen_url: str) -> None:
+    text = "The quick brown fox jumps. It runs over the lazy dog! Cats and dogs live together in the house."
+    body = {
+        "text": text,
+        "chunk_size": 30,
+        "targets": [{"model": "tiny-gpt2", "prompt": "Summarise: {text}", "max_tokens": 4}],
+        "reduce": {"model": "tiny-llama", "prompt": "Combine: {results}", "max_tokens": 6},
+    }
+    answer = httpx.post(f"{gen_url}/v1/process", json=body, timeout=60).json()
+    assert answer["failed"] == 0 and answer["reduce"]["success"], answer
+    joined = "\n\n".join(r["result"]["text"] for r in answer["results"])
+    same = {"model": "tiny-llama", "messages": [{"role": "user", "content": f"Combine: {joined}"}], "max_tokens": 6}
+    want = httpx.post(f"{gen_url}/v1/chat/completions", json={**same, "temperature": 0}, timeout=30).json()
+    assert answer["reduce"]["result"]["text"] == want["choices"][0]["message"]["content"]
+    assert answer["reduce"]["inputs"] == answer["total"]
+    lines = httpx.post(f"{gen_url}/v1/process/stream", json=body, timeout=60).text.splitlines()
+    at = lines.index("event: reduce")
+    data = next(line for line in lines[at:] if line.startswith("data: "))
+    assert json.loads(data[6:])["result"]["text"] == want["choices"][0]["message"]["content"]
+    refused = httpx.post(f"{gen_url}/v1/process", json={**body, "reduce": {"model": "tiny-embed"}}, timeout=10)
+    assert refused.status_code == 422 and refused.json()["error"]["param"] == "reduce.model"

@@ -36,7 +36,9 @@ async def process(
     plan = await pipeline.prepare(job_from_request(body, limits))
     results = await cancel_on_disconnect(request, pipeline.collect(plan))
     ok = sum(r.success for r in results)
+    reduced = await cancel_on_disconnect(request, pipeline.reduce(plan, results))
     return ProcessResponse(
+        reduce=reduced,
         total=len(results),
         successful=ok,
         failed=len(results) - ok,
