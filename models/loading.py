@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import transformers.utils.logging as hf_logging
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -20,7 +24,7 @@ from transformers import (
 
 from models._hf import HFModel
 from models.base import Model, Task
-from models.classification import ClassificationModel
+from models.classification import ClassificationModel, RerankModel
 from models.embedding import EmbeddingModel, read_pooling
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -64,7 +68,29 @@ def load_model(
         FileNotFoundError: ``path`` does not exist or lacks config.json or weights.
         ValueError: ``path`` is not a usable model directory, or an option cannot be honoured.
     """
-    root = check_model_dir(path)
+    with _quiet_progress_bars():
+        return _load_model(model_id, check_model_dir(path), task, options)
+
+
+def progress_bars_wanted() -> bool:
+    """Whether library progress bars were asked for: only with ``HF_HUB_DISABLE_PROGRESS_BARS=0`` (or false)."""
+    return os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """transformers' weight-loading bar off while a model loads (it would land in logs and notebooks)."""
+    if progress_bars_wanted() or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
+def _load_model(model_id: str, root: Path, task: Task | None, options: LoadOptions) -> Model:
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
     config = _load(AutoConfig.from_pretrained, root, "config")
@@ -75,7 +101,12 @@ def load_model(
     tokenizer = _load(AutoTokenizer.from_pretrained, root, "tokenizer")
     max_tokens = input_limit(root, tokenizer, config, options.max_input_tokens)
     model: HFModel
-    if task is Task.CLASSIFICATION:
+    if task is Task.RERANK:
+        if config.architectures and not _is_classifier(config):
+            raise ValueError(f"{root} holds {config.architectures}, not a cross-encoder (sequence classifier)")
+        scorer: PreTrainedModel = _load(AutoModelForSequenceClassification.from_pretrained, root, "model")
+        model = RerankModel(model_id, tokenizer, _place(scorer, device, dtype), max_input_tokens=max_tokens)
+    elif task is Task.CLASSIFICATION:
         if config.architectures and not _is_classifier(config):
             raise ValueError(
                 f"{root} holds {config.architectures}, not a sequence classifier: its head would be random"
@@ -113,8 +144,11 @@ def check_model_dir(path: str | Path) -> Path:
 
 
 def infer_task(config: PretrainedConfig) -> Task:
-    """Classification when the config names a ``...ForSequenceClassification`` architecture, else embedding."""
-    return Task.CLASSIFICATION if _is_classifier(config) else Task.EMBEDDING
+    """For a ``...ForSequenceClassification`` architecture: rerank with one output (a cross-encoder), else
+    classification; embedding for anything else."""
+    if not _is_classifier(config):
+        return Task.EMBEDDING
+    return Task.RERANK if int(getattr(config, "num_labels", 0) or 0) == 1 else Task.CLASSIFICATION
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -1,6 +1,5 @@
 """The ``chunkserve`` command: serve | run | bench | fake-remote | token | probe."""
 
-
 from __future__ import annotations
 
 import argparse

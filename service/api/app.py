@@ -18,7 +18,7 @@ from service.api.errors import install_error_handlers
 from service.api.limits import BodyLimitMiddleware
 from service.api.middleware import RequestIdMiddleware
 from service.api.openapi import openapi_builder
-from service.api.routes import classify, embeddings, health, predict, process, stream, ws
+from service.api.routes import classify, embeddings, health, predict, process, stream, tei, ws
 from service.api.routes import metrics as metrics_route
 from service.api.routes import models as models_route
 from service.api.routes.dashboard import install_dashboard
@@ -114,7 +114,7 @@ def create_app(
     app.add_middleware(AccessLogMiddleware)
     app.state.drain = drain
     install_cors(app, settings)
-    for module in (health, metrics_route, models_route, embeddings, classify, predict, process, stream, ws):
+    for module in (health, metrics_route, models_route, embeddings, classify, predict, process, stream, ws, tei):
         app.include_router(module.router)
     install_docs(app)
     install_dashboard(app)
