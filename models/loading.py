@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,15 +80,23 @@ def progress_bars_wanted() -> bool:
 
 @contextlib.contextmanager
 def _quiet_progress_bars() -> Iterator[None]:
-    """transformers' weight-loading bar off while a model loads (it would land in logs and notebooks)."""
-    if progress_bars_wanted() or not hf_logging.is_progress_bar_enabled():
+    """transformers' weight-loading bar off while a model loads (it would land in logs and notebooks), unless asked."""
+    wanted, before = progress_bars_wanted(), hf_logging.is_progress_bar_enabled()
+    if wanted == before:
         yield
         return
-    hf_logging.disable_progress_bar()
+    _set_progress_bars(wanted)
     try:
         yield
     finally:
-        hf_logging.enable_progress_bar()
+        _set_progress_bars(before)
+
+
+def _set_progress_bars(on: bool) -> None:
+    # huggingface_hub warns when its own switch is pinned by the environment; transformers' switch still moves.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        (hf_logging.enable_progress_bar if on else hf_logging.disable_progress_bar)()
 
 
 def _load_model(model_id: str, root: Path, task: Task | None, options: LoadOptions) -> Model:

@@ -188,8 +188,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         default="info", description="Log level of chunkserve and uvicorn."
     )
-    log_format: Literal["json", "text"] = Field(
-        default="json", description="Logs as one JSON object per line (json) or as plain text for people (text)."
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description=(
+            "Logs as one JSON object per line (json) or as plain text for people (text); auto: text when stderr "
+            "is a terminal, JSON otherwise (pipes, files, containers)."
+        ),
     )
     shutdown_timeout_s: float = Field(
         default=25.0,

@@ -115,7 +115,8 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
         )
         await engine.start()
         registry.add(engine)
-        log.info("model %s ready: %s", entry.id, model.info())
+        details = {k: v for k, v in model.info().items() if k != "id"}
+        log.info("model %s ready", entry.id, extra={"fields": {"model": entry.id, **details}})
     if registry.phase is Phase.LOADING:  # a shutdown that began while loading must stay a shutdown
         registry.phase = Phase.READY
 

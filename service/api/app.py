@@ -71,7 +71,7 @@ def create_app(
                 await load_engines(settings, registry, loader, metrics)
             except Exception as exc:
                 registry.phase, registry.failure = Phase.FAILED, f"{type(exc).__name__}: {exc}"
-                log.error("start-up failed: %s", registry.failure)
+                log.error("start-up failed: %s", registry.failure, extra={"fields": {"error": registry.failure}})
                 if on_fatal is not None:
                     on_fatal(registry.failure)
                 return

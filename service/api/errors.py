@@ -93,7 +93,8 @@ def _domain_error(request: Request, exc: Exception) -> Response:
         raise exc
     status, type_, code, headers = describe_error(exc)
     if status >= 500:
-        log.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc.message)
+        fields = {"error": type(exc).__name__, "path": request.url.path, "detail": exc.message}
+        log.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc.message, extra={"fields": fields})
     if is_tei(request):
         return tei_domain_error(exc)
     return error_response(request, status, exc.message, type_=type_, param=exc.field, code=code, headers=headers)

@@ -175,7 +175,10 @@ def _model_type(engine: ModelEngine, info: dict[str, Any]) -> dict[str, Any]:
         pooling = getattr(engine.model, "pooling", None)
         return {"embedding": {"pooling": str(getattr(pooling, "mode", "mean"))}}
     labels = [str(label) for label in info.get("labels", [])] or ["LABEL_0"]
-    classes = {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
+    classes = {
+        "id2label": {str(i): label for i, label in enumerate(labels)},
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
     return {"reranker": classes} if task is Task.RERANK else {"classifier": classes}
 
 

@@ -1,4 +1,4 @@
-"""WebSocket ``/v1/ws`` (and the classic ``/chat/``): many jobs on one connection, step-by-step progress.
+"""WebSocket ``/v1/ws`` (and the classic ``/chat[/]``): many jobs on one connection, step-by-step progress.
 
 Client → server: a JSON job (the /v1/process body, plus an optional ``job_id``) or plain text (defaults).
 Server → client: ``{"type": "step" | "progress" | "result" | "done" | "error", "job_id": ..., ...}``.
@@ -189,6 +189,7 @@ def _describe(exc: Exception) -> str:
 
 @router.websocket("/v1/ws")
 @router.websocket("/chat/")
+@router.websocket("/chat")
 async def jobs_socket(websocket: WebSocket) -> None:
     """Run jobs sent over the socket, pushing their steps and results."""
     settings: Settings = websocket.state.settings
