@@ -95,7 +95,8 @@ class HFModel(ABC):
     def tokens(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[Token]]:
         """How each text is tokenized (no truncation): ids, the text each token covers and its character span."""
         out: list[list[Token]] = []
-        for text, enc in zip(texts, self._engine.encode_batch(list(texts), add_special_tokens=add_special_tokens), strict=True):
+        encodings = self._engine.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        for text, enc in zip(texts, encodings, strict=True):
             row = []
             for token_id, piece, special, (start, stop) in zip(
                 enc.ids, enc.tokens, enc.special_tokens_mask, enc.offsets, strict=True

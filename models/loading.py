@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ class LoadOptions:
     dtype: str = "auto"
     max_input_tokens: int | None = None
     warmup: bool = True
+    progress_bars: bool = False  # transformers' own bars (weight loading): off, they land in logs and notebooks
 
 
 def load_model(
@@ -69,19 +69,14 @@ def load_model(
         FileNotFoundError: ``path`` does not exist or lacks config.json or weights.
         ValueError: ``path`` is not a usable model directory, or an option cannot be honoured.
     """
-    with _quiet_progress_bars():
+    with _progress_bars(options.progress_bars):
         return _load_model(model_id, check_model_dir(path), task, options)
 
 
-def progress_bars_wanted() -> bool:
-    """Whether library progress bars were asked for: only with ``HF_HUB_DISABLE_PROGRESS_BARS=0`` (or false)."""
-    return os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "1").strip().lower() in ("0", "false", "no", "off")
-
-
 @contextlib.contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
-    """transformers' weight-loading bar off while a model loads (it would land in logs and notebooks), unless asked."""
-    wanted, before = progress_bars_wanted(), hf_logging.is_progress_bar_enabled()
+def _progress_bars(wanted: bool) -> Iterator[None]:
+    """transformers' weight-loading bar on or off (as ``wanted``) while a model loads, as it was afterwards."""
+    before = hf_logging.is_progress_bar_enabled()
     if wanted == before:
         yield
         return

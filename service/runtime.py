@@ -92,7 +92,7 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
         Exception: whatever loading raised; the registry is then marked failed.
     """
     threads = effective_threads(settings)
-    options = LoadOptions(device=settings.device, dtype=settings.dtype)
+    options = LoadOptions(device=settings.device, dtype=settings.dtype, progress_bars=settings.hf_progress_bars)
     loop = asyncio.get_running_loop()
     for entry in settings.model_entries():
         thread = model_thread(entry.id, threads)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from models.loading import load_model
+from models.loading import LoadOptions, load_model
 from service.config import Settings
 from service.inference.model_entry import ModelEntry
 from service.inference.registry import ModelRegistry
@@ -70,10 +70,8 @@ def test_loading_a_model_shows_no_progress_bar(tiny_bert_dir: Path, capfd: pytes
     assert "Loading weights" not in captured.err and "it/s" not in captured.err, captured.err[-300:]
 
 
-def test_progress_bars_show_when_asked(
-    tiny_bert_dir: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
+def test_progress_bars_show_when_asked(tiny_bert_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
     capfd.readouterr()
-    load_model("loud", tiny_bert_dir)
+    load_model("loud", tiny_bert_dir, options=LoadOptions(progress_bars=True))
     assert "Loading weights" in capfd.readouterr().err
+    assert Settings(hf_progress_bars=True).hf_progress_bars and not Settings().hf_progress_bars
