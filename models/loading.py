@@ -91,7 +91,10 @@ def _set_progress_bars(on: bool) -> None:
     # huggingface_hub warns when its own switch is pinned by the environment; transformers' switch still moves.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        (hf_logging.enable_progress_bar if on else hf_logging.disable_progress_bar)()
+        if on:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+        else:
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _load_model(model_id: str, root: Path, task: Task | None, options: LoadOptions) -> Model:

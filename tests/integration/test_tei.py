@@ -101,7 +101,8 @@ def test_rerank_scores_pairs_like_the_cross_encoder_itself(server: str, tiny_cro
     assert [r["score"] for r in ranks] == sorted((r["score"] for r in ranks), reverse=True)
     assert all(r["text"] == texts[r["index"]] for r in ranks)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_cross_encoder_dir))
-    module = BertForSequenceClassification.from_pretrained(str(tiny_cross_encoder_dir)).eval()
+    module = BertForSequenceClassification.from_pretrained(str(tiny_cross_encoder_dir))
+    torch.nn.Module.eval(module)
     with torch.inference_mode():
         logits = module(**tokenizer([query] * 3, texts, return_tensors="pt", padding=True)).logits[:, 0].tolist()
     for r in ranks:

@@ -65,7 +65,8 @@ def test_process_offers_base64_like_embeddings(server: str) -> None:
     answer = httpx.post(f"{server}/v1/process", json=_job(encoding_format="base64"), timeout=30).json()
     result = answer["results"][0]["result"]
     assert result == packed
-    np.testing.assert_array_equal(np.frombuffer(base64.b64decode(result), dtype="<f4"), np.float32(floats))
+    decoded = np.frombuffer(base64.b64decode(result), dtype="<f4")
+    np.testing.assert_array_equal(decoded, np.asarray(floats, dtype=np.float32))
     bad = httpx.post(f"{server}/v1/process", json=_job(encoding_format="hex"), timeout=30)
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "encoding_format"
 
