@@ -137,6 +137,12 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     for entry in settings.models:
         if entry.path is not None and not entry.path.is_dir():
             return _usage(f"model {entry.id!r}: {entry.path} is not a directory")
+    # Checked here rather than per document: a bad value would otherwise skip every document, one by one.
+    if args.timeout_s is not None and not 0 < args.timeout_s <= settings.remote_max_timeout_s:
+        limit = settings.remote_max_timeout_s
+        return _usage(
+            f"--timeout-s must be in (0, {limit}] (raise --remote-max-timeout-s for more), got {args.timeout_s}"
+        )
     try:
         options = RunOptions.build(
             args.inputs,

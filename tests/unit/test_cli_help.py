@@ -120,6 +120,7 @@ def test_usage_errors_are_answered_before_torch_is_imported(tmp_path: Path) -> N
         (["run", "missing.txt", "-o", "new.jsonl"], "does not exist"),
         (["run", "doc.txt", "-o", "out.jsonl"], "--resume"),
         (["run", "doc.txt", "-o", "new.jsonl", "--model", f"m={tmp_path / 'nowhere'}"], "is not a directory"),
+        (["run", "doc.txt", "-o", "new.jsonl", "--timeout-s", "600"], "--timeout-s must be in"),
         (["serve", "--host", "0.0.0.0"], "without authentication"),
         (["serve", "--model", f"m={tmp_path / 'nowhere'}"], "is not a directory"),
     ]
