@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 DESCRIPTION = """\
-chunkserve: serve local embedding and classification models behind a micro-batcher (OpenAI- and TEI-style
+chunkserve: serve local embedding, classification and rerank models behind a micro-batcher (OpenAI- and TEI-style
 routes), chunk long texts and fan them out to local models or remote AI APIs, online (serve) or offline (run).
 Run "chunkserve COMMAND --help" for a command's options."""
 
