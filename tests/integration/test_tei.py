@@ -140,6 +140,7 @@ def _post_get(server: str, path: str) -> dict[str, Any]:
         ("/rerank", {"query": "q", "texts": []}, 422, "validation", "texts"),
         ("/predict", {"inputs": ["only one"]}, 422, "validation", "inputs"),
         ("/embed", {"inputs": "a", "model": "nope"}, 404, "validation", "nope"),
+        ("/embed_all", {"inputs": [" ".join(["dog"] * 100)] * 30}, 413, "validation", "vector per token"),
     ],
 )
 def test_errors_have_the_tei_shape(

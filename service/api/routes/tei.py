@@ -72,6 +72,15 @@ async def embed_all(body: TeiEmbedAllRequest, registry: RegistryDep, settings: S
     """
     texts = as_texts(body.inputs, settings, field="inputs")
     engine = _engine(registry, body.model, Task.EMBEDDING)
+    # One vector per token: a full request of long inputs would be gigabytes of JSON. The batch token budget
+    # bounds the answer the way it bounds a batch.
+    tokens = sum(e.length for e in await engine.encode(texts, "inputs", body.truncate))
+    if tokens > settings.max_batch_tokens:
+        raise InputTooLarge(
+            f"inputs have {tokens} tokens; /embed_all returns a vector per token and takes at most "
+            f"{settings.max_batch_tokens} (CHUNKSERVE_MAX_BATCH_TOKENS) per request",
+            field="inputs",
+        )
     out = await engine.run(texts, "inputs", truncate=body.truncate, all_tokens=True)
     return _json([np.asarray(states, dtype=np.float32) for states in out.results])
 
