@@ -162,3 +162,13 @@ def test_truncate_true_cuts_a_long_input(server: str) -> None:
 def test_the_rerank_task_is_inferred_from_a_one_output_head(server: str) -> None:
     card = httpx.get(f"{server}/v1/models/tiny-rerank", timeout=30).json()
     assert card["task"] == Task.RERANK.value
+
+
+def test_the_documented_examples_succeed_here(server: str) -> None:
+    schema = httpx.get(f"{server}/openapi.json", timeout=30).json()
+    for path in ("/embed", "/embed_all", "/tokenize", "/predict", "/rerank"):
+        content = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        example = next(iter(content["examples"].values()))["value"]
+        response = _post(server, path, example)
+        assert response.status_code == 200, (path, response.text)
+        assert isinstance(response.json(), list) and response.json(), path
