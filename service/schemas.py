@@ -166,6 +166,10 @@ class ProcessRequest(_Request):
         default="round_robin", description="round_robin: chunk i → target i mod n; broadcast: every chunk everywhere."
     )
     timeout_s: float | None = Field(default=None, gt=0, description="Per-call timeout and overall deadline.")
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float",
+        description="Local embeddings as float32 JSON numbers (float) or base64 of little-endian float32 bytes.",
+    )
     reduce: ReduceSpec | None = Field(default=None, description="Combine the chunk results with a generation model.")
 
 

@@ -18,7 +18,7 @@ from service.api.errors import install_error_handlers
 from service.api.limits import BodyLimitMiddleware
 from service.api.middleware import RequestIdMiddleware
 from service.api.openapi import openapi_builder
-from service.api.routes import classify, completions, embeddings, health, predict, process, stream, ws
+from service.api.routes import classify, completions, embeddings, health, predict, process, stream, tei, ws
 from service.api.routes import metrics as metrics_route
 from service.api.routes import models as models_route
 from service.api.routes.dashboard import install_dashboard
@@ -71,7 +71,7 @@ def create_app(
                 await load_engines(settings, registry, loader, metrics)
             except Exception as exc:
                 registry.phase, registry.failure = Phase.FAILED, f"{type(exc).__name__}: {exc}"
-                log.error("start-up failed: %s", registry.failure)
+                log.error("start-up failed: %s", registry.failure, extra={"fields": {"error": registry.failure}})
                 if on_fatal is not None:
                     on_fatal(registry.failure)
                 return
@@ -125,6 +125,7 @@ def create_app(
         process,
         stream,
         ws,
+        tei,
     ):
         app.include_router(module.router)
     install_docs(app)

@@ -105,7 +105,8 @@ class AuthMiddleware:
         try:
             principal = authenticate(self.access, scope)
         except AuthError as exc:
-            log.info("refused %s %s: %s", scope["type"], scope["path"], exc.reason)
+            fields = {"kind": scope["type"], "path": scope["path"], "reason": exc.reason}
+            log.info("refused %s %s: %s", scope["type"], scope["path"], exc.reason, extra={"fields": fields})
             await send_error(scope, send, exc)
             return
         except RateLimited as exc:

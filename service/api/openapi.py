@@ -75,6 +75,37 @@ def request_examples(settings: Settings) -> dict[str, dict[str, dict[str, Any]]]
         "/v1/process/stream": process,
         "/stream/": process,
         "/predict/": {"classic": {"summary": "Classic /predict/", "value": {"text": _LONG_TEXT}}},
+        **tei_examples(settings),
+    }
+
+
+def tei_examples(settings: Settings) -> dict[str, dict[str, dict[str, Any]]]:
+    """Request-body examples of the TEI-style routes (each names a model only when one of its task is configured)."""
+    embed = _model_for(settings, Task.EMBEDDING)
+    clf = _model_for(settings, Task.CLASSIFICATION)
+    rerank = _model_for(settings, Task.RERANK)
+    texts = {"inputs": ["first text", "second text"], **({"model": embed} if embed else {})}
+    return {
+        "/embed": {"tei": {"summary": "Pooled, normalised vectors", "value": texts}},
+        "/embed_all": {"tei": {"summary": "A vector per token", "value": texts}},
+        "/tokenize": {"tei": {"summary": "Tokens with their spans", "value": texts}},
+        "/predict": {
+            "tei": {
+                "summary": "A text and a text pair",
+                "value": {"inputs": [["I loved it"], ["I loved it", "It was long"]], **({"model": clf} if clf else {})},
+            }
+        },
+        "/rerank": {
+            "tei": {
+                "summary": "Rank texts against a query",
+                "value": {
+                    "query": "What is a panda?",
+                    "texts": ["A bear from China.", "A car."],
+                    "return_text": True,
+                    **({"model": rerank} if rerank else {}),
+                },
+            }
+        },
     }
 
 

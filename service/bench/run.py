@@ -11,6 +11,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from service.bench.argtypes import positive_float, positive_int, positive_int_list
 from service.bench.corpus import load_corpus
 from service.bench.load import PhaseResult, closed_loop
 from service.bench.procs import spawned
@@ -37,9 +38,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Bearer credential (an API key or a JWT) for a server with authentication on.",
     )
-    parser.add_argument("--concurrency", default="1,8,32,64", help="Comma-separated client counts.")
-    parser.add_argument("--requests", type=int, default=300, help="Requests per concurrency level.")
-    parser.add_argument("--duration", type=float, default=None, help="Seconds per level (instead of --requests).")
+    parser.add_argument(
+        "--concurrency", type=positive_int_list, default="1,8,32,64", help="Comma-separated client counts."
+    )
+    parser.add_argument("--requests", type=positive_int, default=300, help="Requests per concurrency level.")
+    parser.add_argument(
+        "--duration", type=positive_float, default=None, help="Seconds per level (instead of --requests)."
+    )
     parser.add_argument("--corpus", type=Path, default=None, help="Texts: .txt (a line each) or .jsonl (text).")
     parser.add_argument("--corpus-size", type=int, default=2000, help="Texts in the built-in corpus.")
     parser.add_argument("--raw", action="store_true", help="Also measure the in-process ceiling.")

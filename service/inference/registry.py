@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from models.base import Task
-from service.errors import InvalidInput, ModelNotFound, ShuttingDown
+from service.errors import ModelNotFound, ShuttingDown, WrongTask
 from service.inference.engine import ModelEngine
 from service.inference.generation.engine import GenerationEngine
 
@@ -72,7 +72,7 @@ class ModelRegistry:
         Raises:
             ShuttingDown: the server is loading, draining or failed.
             ModelNotFound: no model has that id.
-            InvalidInput: the model exists but does another task.
+            WrongTask: the model exists but does another task (an ``InvalidInput``).
         """
         self.ensure_accepting()
         if model_id is None:
@@ -82,13 +82,13 @@ class ModelRegistry:
             raise ModelNotFound(f"no {task.value if task else ''} model is served here", field="model")
         found = self.engines.get(model_id)
         if found is None and model_id in self.generators:
-            wanted = task.value if task is not None else "embedding or classification"
-            raise InvalidInput(f"model {model_id!r} is a generation model, not {wanted}", field="model")
+            wanted = task.value if task is not None else "an encoder"
+            raise WrongTask(f"model {model_id!r} is a generation model, not {wanted}", field="model")
         if found is None:
             served = ", ".join(sorted([*self.engines, *self.generators])) or "none"
             raise ModelNotFound(f"model {model_id!r} does not exist; served: {served}", field="model")
         if task is not None and found.task is not task:
-            raise InvalidInput(f"model {model_id!r} is a {found.task.value} model, not {task.value}", field="model")
+            raise WrongTask(f"model {model_id!r} is a {found.task.value} model, not {task.value}", field="model")
         return found
 
     def generator(self, model_id: str | None, field_name: str = "model") -> GenerationEngine:
@@ -97,7 +97,7 @@ class ModelRegistry:
         Raises:
             ShuttingDown: the server is loading, draining or failed.
             ModelNotFound: no model has that id, or none generates text.
-            InvalidInput: the model exists but does not generate text.
+            WrongTask: the model exists but does not generate text (an ``InvalidInput``).
         """
         self.ensure_accepting()
         if model_id is None:
@@ -109,7 +109,7 @@ class ModelRegistry:
             return found
         if model_id in self.engines:
             task = self.engines[model_id].task.value
-            raise InvalidInput(f"model {model_id!r} is a {task} model; it does not generate text", field=field_name)
+            raise WrongTask(f"model {model_id!r} is a {task} model; it does not generate text", field=field_name)
         served = ", ".join(sorted(self.generators)) or "none"
         raise ModelNotFound(f"model {model_id!r} does not exist; generation models: {served}", field=field_name)
 

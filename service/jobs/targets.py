@@ -56,6 +56,7 @@ class Job:
     targets: tuple[Target, ...] = ()
     assignment: Assignment = Assignment.ROUND_ROBIN
     timeout_s: float = 30.0
+    encoding_format: str = "float"  # local embeddings: "float" (float32 numbers) or "base64" (float32 bytes)
     # Map-reduce: one more generation over the results in chunk order; its prompt has {text} for them.
     reduce: LocalTarget | None = None
 
@@ -123,6 +124,7 @@ def job_from_request(body: ProcessRequest, limits: JobLimits) -> Job:
         targets=targets,
         assignment=Assignment(body.assignment),
         timeout_s=body.timeout_s if body.timeout_s is not None else limits.default_timeout_s,
+        encoding_format=body.encoding_format,
         reduce=None if body.reduce is None else _reduce_target(body.reduce),
     )
 
