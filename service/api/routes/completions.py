@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from service.api.deps import RegistryDep
@@ -110,7 +111,13 @@ async def _answer(request: Request, registry: RegistryDep, body: ChatCompletionR
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         events = _events(stream, head, chat=chat, include_usage=include_usage)
-        return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+        # The background task also frees the slot of a stream whose client left before its first chunk.
+        return StreamingResponse(
+            events,
+            media_type="text/event-stream",
+            headers=_SSE_HEADERS,
+            background=BackgroundTask(stream.request.cancel),
+        )
     done = await cancel_on_disconnect(request, stream.collect())
     if chat:
         message = {"role": "assistant", "content": done.text}
