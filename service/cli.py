@@ -1,4 +1,4 @@
-"""The ``chunkserve`` command: serve | run | bench | fake-remote | token | probe."""
+"""The ``chunkserve`` command: serve | run | bench | tune | fake-remote | token | probe."""
 
 from __future__ import annotations
 
@@ -139,6 +139,12 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from service.bench.run import run_tune
+
+    return run_tune(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(prog="chunkserve", description=__doc__)
@@ -177,11 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--fail-rate", type=float, default=0.0, help="Share of requests answered 500.")
     fake.set_defaults(func=_fake_remote)
 
-    from service.bench.run import add_bench_arguments
+    from service.bench.run import add_bench_arguments, add_tune_arguments
 
-    bench = sub.add_parser("bench", help="Measure a running server (and the in-process ceiling).")
+    bench = sub.add_parser(
+        "bench",
+        help="Benchmark servers: chunkserve, any OpenAI-compatible one, the naive baseline; sweeps and reports.",
+    )
     add_bench_arguments(bench)
     bench.set_defaults(func=_bench)
+    tune = sub.add_parser(
+        "tune",
+        help="Find the batching settings to use on this machine (a small sweep).",
+        description="Start chunkserve once per combination of settings, measure, and print the best settings.",
+    )
+    add_tune_arguments(tune)
+    tune.set_defaults(func=_tune)
     return parser
 
 
