@@ -116,6 +116,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--remote-latency-ms", type=float, default=200.0, help="The fake remote's answer latency.")
     parser.add_argument(
+        "--remote", default=None, help="A running `chunkserve fake-remote` to call [default: start one when needed]."
+    )
+    parser.add_argument(
         "--sweep",
         nargs="+",
         default=None,
@@ -220,6 +223,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         headers=headers,
         server_pid=args.server_pid,
         remote_latency_ms=args.remote_latency_ms,
+        remote=args.remote,
         progress=not args.no_progress,
         seed=args.seed,
     )

@@ -37,9 +37,13 @@ def phase_table(run: dict[str, Any]) -> Table:
     """One row per level and server: throughput, latency, errors, batching and the server process."""
     head = ["level", "server", "req/s", "inputs/s", "tokens/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "503"]
     head += ["mean batch", "padding", "wait/compute ms", "CPU cores", "RSS MB"]
-    stream = any("first_result_p50_ms" in f for levels in run["servers"].values() for f in levels.values())
+    figures = [f for levels in run["servers"].values() for f in levels.values()]
+    stream = any("first_result_p50_ms" in f for f in figures)
     if stream:
         head += ["first result p50 ms", "between results p50 ms"]
+    remote = any((f.get("batching") or {}).get("remote_outcomes") for f in figures)
+    if remote:
+        head += ["remote calls by outcome"]
     rows = []
     levels = list(next(iter(run["servers"].values())).keys())
     for level in levels:
@@ -60,6 +64,9 @@ def phase_table(run: dict[str, Any]) -> Table:
             row += [_num(fig.get("server_cpu_cores"), 2), _num(fig.get("server_peak_rss_mb"), 0)]
             if stream:
                 row += [_num(fig.get("first_result_p50_ms")), _num(fig.get("between_results_p50_ms"), 2)]
+            if remote:
+                outcomes = batching.get("remote_outcomes") or {}
+                row.append(", ".join(f"{k} {v}" for k, v in outcomes.items()) or "-")
             rows.append(row)
     return head, rows
 

@@ -39,6 +39,7 @@ class Plan:
     headers: dict[str, str] = field(default_factory=dict)
     server_pid: int | None = None  # the process of a URL target, when it runs here
     remote_latency_ms: float = 200.0
+    remote: str | None = None  # a fake remote already running; None: start one when the scenario needs it
     spawn_env: dict[str, str] = field(default_factory=dict)
     progress: bool = True
     seed: int = 0
@@ -118,8 +119,10 @@ def run_plan(plan: Plan) -> dict[str, Any]:
         env = dict(plan.spawn_env)
         workload = plan.workload
         if scenario.needs_remote:
-            latency = ["--latency-ms", str(plan.remote_latency_ms)]
-            remote, _ = stack.enter_context(spawned(["fake-remote", *latency], "/_stats"))
+            remote = plan.remote
+            if remote is None:
+                latency = ["--latency-ms", str(plan.remote_latency_ms)]
+                remote, _ = stack.enter_context(spawned(["fake-remote", *latency], "/_stats"))
             workload = Workload(**{**workload.__dict__, "remote": remote})
             env |= {
                 "CHUNKSERVE_REMOTE_ALLOWLIST": "127.0.0.1",
