@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from service.bench import scenarios as _builtin  # noqa: F401  (registers the built-in scenarios)
 from service.bench.bare import bare_reference
 from service.bench.figures import phase_figures, process_figures, summarize
 from service.bench.load import Bounds, PhaseRun, closed_loop, new_client, open_loop, warm_up

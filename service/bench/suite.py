@@ -16,7 +16,7 @@ README_RUNS: dict[str, str] = {
     "embeddings": "--scenario embeddings --spawn --baseline naive --vs spawn:max_batch_size=1 --raw "
     "--concurrency 1,8,32,64",
     # Open loop: Poisson arrivals at fixed rates; latency counted from when each request was due.
-    "open_loop": "--scenario embeddings --spawn --baseline naive --rate 10,20,40",
+    "open_loop": "--scenario embeddings --spawn --baseline naive --rate 10,25,40 --duration 30",
     # Which batching settings win on this machine.
     "sweep": "--scenario embeddings --sweep max_batch_size=1,4,8,16 max_wait_ms=0,2 --concurrency 32",
     # chunkserve's CPU per remote call against a bare client's.

@@ -122,19 +122,13 @@ def run_tune_sweep(args: argparse.Namespace) -> dict[str, Any]:
     if args.model_path:
         os.environ["CHUNKSERVE_MODELS"] = args.model_path  # the servers started inherit it
         args.model = args.model_path.partition("=")[0]
-    bench = argparse.Namespace(
-        **vars(args),
-        scenario="embeddings",
-        url=None,
-        spawn="",
-        baseline=None,
-        vs=[],
-        server_pid=None,
-        raw=False,
-        raw_inputs=0,
-        rate="",
-        repeats=1,
-        seed=0,
-        remote_latency_ms=0.0,
-    )
+    from service.bench.options import add_bench_arguments
+
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    bench = parser.parse_args([])  # every bench default, then tune's own values over them
+    for name, value in vars(args).items():
+        if hasattr(bench, name):
+            setattr(bench, name, value)
+    bench.scenario, bench.spawn = "embeddings", ""
     return run_sweep(bench)
