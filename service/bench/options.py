@@ -17,6 +17,13 @@ if TYPE_CHECKING:
     from service.bench.runner import Plan
 
 
+# Scenarios that run their own course instead of a request driven by a load shape: name -> (help, module, function
+# taking the parsed flags and returning the exit code).
+STANDALONE: dict[str, tuple[str, str, str]] = {
+    "offline": ("`chunkserve run` against the in-process ceiling.", "service.bench.offline", "run_offline_command"),
+}
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -59,10 +66,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The bench command's flags."""
     parser.add_argument(
         "--scenario",
-        choices=[*SCENARIOS, "offline"],
+        choices=[*SCENARIOS, *STANDALONE],
         default="embeddings",
         help=" ".join(f"{s.name}: {s.help}" for s in SCENARIOS.values())
-        + "; offline: `chunkserve run` against the in-process ceiling.",
+        + " "
+        + " ".join(f"{name}: {help_text}" for name, (help_text, _, _) in STANDALONE.items()),
     )
     parser.add_argument(
         "--url",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from service.bench.environment import environment
-from service.bench.options import add_bench_arguments, add_tune_arguments, plan_from_args
+from service.bench.options import STANDALONE, add_bench_arguments, add_tune_arguments, plan_from_args
 
 __all__ = ["add_bench_arguments", "add_tune_arguments", "run_bench", "run_tune"]
 
@@ -48,13 +51,21 @@ def _argv() -> list[str]:
     return sys.argv[1:] if sys.argv and sys.argv[0].endswith(("chunkserve", "cli.py")) else ["bench"]
 
 
+def _stop_children_on_sigterm() -> None:
+    # SIGTERM would end this process at once and orphan the servers it started; as SystemExit, every `with` that
+    # started one stops it first.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """Run the benchmark the flags describe."""
     argv = argv if argv is not None else _argv()
-    if args.scenario == "offline":
-        from service.bench.offline import run_offline_command
-
-        return run_offline_command(args)
+    _stop_children_on_sigterm()
+    if args.scenario in STANDALONE:
+        _, module, function = STANDALONE[args.scenario]
+        code: int = getattr(importlib.import_module(module), function)(args)
+        return code
     if args.suite:
         from service.bench.suite import run_suite
 
@@ -72,6 +83,7 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
 def run_tune(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """A small sweep on this machine; prints the settings to use."""
+    _stop_children_on_sigterm()
     from service.bench.sweep import run_tune_sweep
 
     sweep = run_tune_sweep(args)
