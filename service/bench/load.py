@@ -2,7 +2,7 @@
 
 Both are bounded by a request count and/or a duration; requests still in flight when the duration ends are
 cancelled and counted as ``cut`` (never as samples), so a run stops on time. The caller sends the warm-up requests
-(numbered below ``bounds.warmup``) first, outside the measured window.
+(numbered below ``first``) first, outside the measured window.
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ class Bounds:
 
     requests: int | None = None
     duration_s: float | None = None
-    warmup: int = 0
+    warmup: int | None = None  # unmeasured requests first; None: as many as the phase's clients (at least 4)
+
+    def warmup_for(self, clients: int) -> int:
+        """Warm-up requests for a phase of ``clients`` concurrent clients."""
+        return self.warmup if self.warmup is not None else max(4, clients)
 
     def __post_init__(self) -> None:
         if self.requests is None and self.duration_s is None:
@@ -65,11 +69,13 @@ async def warm_up(client: httpx.AsyncClient, send: Send, count: int, concurrency
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, count)))))
 
 
-async def closed_loop(client: httpx.AsyncClient, send: Send, concurrency: int, bounds: Bounds, tick: Tick) -> PhaseRun:
+async def closed_loop(
+    client: httpx.AsyncClient, send: Send, concurrency: int, bounds: Bounds, tick: Tick, first: int = 0
+) -> PhaseRun:
     """``concurrency`` clients, each sending its next request as soon as the last one answered (after the warm-up)."""
     samples: list[Sample] = []
-    counter = itertools.count(bounds.warmup)
-    last = bounds.warmup + bounds.requests if bounds.requests is not None else None
+    counter = itertools.count(first)
+    last = first + bounds.requests if bounds.requests is not None else None
 
     async def worker() -> None:
         for i in counter:
@@ -103,7 +109,7 @@ def poisson_offsets(rate: float, count: int, seed: int) -> list[float]:
 
 
 async def open_loop(
-    client: httpx.AsyncClient, send: Send, rate: float, bounds: Bounds, tick: Tick, seed: int = 0
+    client: httpx.AsyncClient, send: Send, rate: float, bounds: Bounds, tick: Tick, seed: int = 0, first: int = 0
 ) -> PhaseRun:
     """Requests sent at Poisson arrival times whatever the answers; latency counts from when each was due.
 
@@ -117,7 +123,7 @@ async def open_loop(
     samples: list[Sample] = []
 
     async def one(i: int, due: float) -> None:
-        sample = await send(client, bounds.warmup + i)
+        sample = await send(client, first + i)
         sample.latency_s += max(0.0, started[i] - due)
         samples.append(sample)
         tick()

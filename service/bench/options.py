@@ -181,10 +181,9 @@ def workload(args: argparse.Namespace) -> Workload:
     )
 
 
-def bounds(args: argparse.Namespace, concurrency: list[int]) -> Bounds:
+def bounds(args: argparse.Namespace) -> Bounds:
     """Count/duration bounds and the warm-up from the flags."""
-    warmup = args.warmup if args.warmup is not None else max(4, max(concurrency, default=1))
-    return Bounds(requests=args.requests if args.requests else None, duration_s=args.duration, warmup=warmup)
+    return Bounds(requests=args.requests if args.requests else None, duration_s=args.duration, warmup=args.warmup)
 
 
 def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
@@ -224,7 +223,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         targets=target_specs(args),
         concurrency=concurrency,
         rates=rates,
-        bounds=bounds(args, concurrency),
+        bounds=bounds(args),
         repeats=args.repeats,
         baseline="naive" if args.baseline else None,
         raw_inputs=args.raw_inputs if args.raw else 0,

@@ -60,14 +60,15 @@ async def _phase(target: LiveTarget, plan: Plan, send: Send, shape: str, level: 
         disable=not plan.progress,
     )
     async with new_client(target.url, connections, plan.workload.timeout_s, target.headers) as client:
-        await warm_up(client, send, plan.bounds.warmup, connections)
+        warm = plan.bounds.warmup_for(connections if shape == "closed" else 4)
+        await warm_up(client, send, warm, connections)
         before = await scrape(client) if target.chunkserve else None
         with ProcessWatch(target.pid) as watch:
             run: PhaseRun
             if shape == "closed":
-                run = await closed_loop(client, send, int(level), plan.bounds, lambda: bar.update(1))
+                run = await closed_loop(client, send, int(level), plan.bounds, lambda: bar.update(1), first=warm)
             else:
-                run = await open_loop(client, send, level, plan.bounds, lambda: bar.update(1), seed=seed)
+                run = await open_loop(client, send, level, plan.bounds, lambda: bar.update(1), seed=seed, first=warm)
         after = await scrape(client) if before is not None else None
     bar.close()
     figures = phase_figures(run)
