@@ -43,6 +43,7 @@ def suite_args(args: argparse.Namespace, name: str) -> argparse.Namespace:
         str(1 if name in ("sweep", "fanout", "stream") else args.repeats),
     ]
     words += ["--model", args.model, "--corpus-size", str(args.corpus_size), "--timeout", str(args.timeout)]
+    words += ["--raw-inputs", str(args.raw_inputs)]
     if args.corpus is not None:
         words += ["--corpus", str(args.corpus)]
     if args.no_progress:
