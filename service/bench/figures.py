@@ -69,14 +69,20 @@ def process_figures(cpu_s: float, peak_rss: int, elapsed_s: float, remote_calls:
 
 
 def summarize(repeats: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median repeat's figures (by inputs/s), with min/median/max of the main figures over all repeats."""
+    """The median repeat's figures (by inputs/s), the main figures replaced by their medians over all repeats.
+
+    With an even number of repeats the kept repeat is the slower middle one; the main figures (and so the ratios
+    computed from them) are the true medians, with min/median/max under ``spread``.
+    """
     ranked = sorted(repeats, key=lambda r: r["inputs_per_s"])
     middle = dict(ranked[(len(ranked) - 1) // 2])
     spread: dict[str, dict[str, float]] = {}
     for key in SPREAD_KEYS:
         values = [r[key] for r in repeats if r.get(key) is not None]
         if values:
-            spread[key] = {"min": min(values), "median": round(statistics.median(values), 2), "max": max(values)}
+            median = round(statistics.median(values), 2)
+            spread[key] = {"min": min(values), "median": median, "max": max(values)}
+            middle[key] = median
     middle["spread"] = spread
     middle["repeats"] = len(repeats)
     return middle

@@ -101,6 +101,8 @@ def test_summary_over_repeats_shows_the_spread() -> None:
     assert summary["inputs_per_s"] == 2.0 and summary["repeats"] == 3
     assert summary["spread"]["inputs_per_s"] == {"min": 1.0, "median": 2.0, "max": 3.0}
     assert summary["spread"]["p50_ms"] == {"min": 10.0, "median": 20.0, "max": 30.0}
+    two = summarize([{"inputs_per_s": 4.0, "p50_ms": 5.0}, {"inputs_per_s": 2.0, "p50_ms": 9.0}])
+    assert (two["inputs_per_s"], two["p50_ms"]) == (3.0, 7.0)  # medians, not the figures of one repeat
 
 
 def _hist(name: str, model: str, cumulative: dict[str, float], total: float, count: float) -> Scrape:
