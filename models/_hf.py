@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.base import Encoded, Task
+from models.base import Encoded, Task, Token
 
 _PROBE = "hello world"
 
@@ -62,6 +62,9 @@ class HFModel(ABC):
                 f"max_input_tokens={max_input_tokens} leaves no room for text next to the "
                 f"{self.special_tokens} special tokens of model {name!r}"
             )
+        # Pairs longer than the limit are cut by a second copy that truncates the longer text first.
+        self._pair_engine = Tokenizer.from_str(self._engine.to_str())
+        self._pair_engine.enable_truncation(max_length=max_input_tokens, strategy="longest_first")
         pad_id = tokenizer.pad_token_id
         self._pad_id = pad_id if isinstance(pad_id, int) else 0
         self._token_types = "token_type_ids" in tokenizer.model_input_names
@@ -76,6 +79,33 @@ class HFModel(ABC):
             if n > limit:
                 ids = ids[: limit - suffix] + ids[n - suffix :] if suffix else ids[:limit]
             out.append(Encoded(ids=ids, original_length=n))
+        return out
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[Encoded]:
+        """Tokenize (first, second) pairs with the model's pair template and segment ids, cut to the limit."""
+        limit = self.max_input_tokens
+        out: list[Encoded] = []
+        for pair, enc in zip(pairs, self._engine.encode_batch(list(pairs)), strict=True):
+            n = len(enc.ids)
+            if n > limit:
+                enc = self._pair_engine.encode(pair[0], pair[1])
+            out.append(Encoded(ids=list(enc.ids), original_length=n, type_ids=list(enc.type_ids)))
+        return out
+
+    def tokens(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[Token]]:
+        """How each text is tokenized (no truncation): ids, the text each token covers and its character span."""
+        out: list[list[Token]] = []
+        encodings = self._engine.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        for text, enc in zip(texts, encodings, strict=True):
+            row = []
+            for token_id, piece, special, (start, stop) in zip(
+                enc.ids, enc.tokens, enc.special_tokens_mask, enc.offsets, strict=True
+            ):
+                if special:
+                    row.append(Token(token_id, piece, True, None, None))
+                else:
+                    row.append(Token(token_id, text[start:stop], False, start, stop))
+            out.append(row)
         return out
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -103,24 +133,27 @@ class HFModel(ABC):
             return []
         with torch.inference_mode():
             inputs = self._inputs(batch)
-            return self._results(self._module(**inputs), inputs["attention_mask"])
+            return self._results(self._module(**inputs), inputs["attention_mask"], batch)
 
     @abstractmethod
-    def _results(self, output: Any, attention_mask: torch.Tensor) -> list[Any]:
-        """Turn the module's output for a padded batch into one result per row."""
+    def _results(self, output: Any, attention_mask: torch.Tensor, batch: Sequence[Encoded]) -> list[Any]:
+        """Turn the module's output for a padded batch into one result per row (``batch`` says what each asks)."""
 
     def _inputs(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
         """Right-pad ``batch`` to its longest input and move it to the model's device."""
         width = max(enc.length for enc in batch)
         ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
+        types = np.zeros((len(batch), width), dtype=np.int64)
         for row, enc in enumerate(batch):
             ids[row, : enc.length] = enc.ids
             mask[row, : enc.length] = 1
+            if enc.type_ids is not None:
+                types[row, : enc.length] = enc.type_ids
         inputs = {
             "input_ids": torch.from_numpy(ids).to(self._device),
             "attention_mask": torch.from_numpy(mask).to(self._device),
         }
         if self._token_types:
-            inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+            inputs["token_type_ids"] = torch.from_numpy(types).to(self._device)
         return inputs

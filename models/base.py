@@ -13,6 +13,7 @@ class Task(StrEnum):
 
     EMBEDDING = "embedding"
     CLASSIFICATION = "classification"
+    RERANK = "rerank"  # a cross-encoder: one relevance score per (query, text) pair
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,14 +23,22 @@ class Classification:
     label: str
     score: float
     scores: dict[str, float]
+    logits: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """One tokenized input: ids already cut to the model's limit, plus the length before the cut."""
+    """One tokenized input: ids already cut to the model's limit, plus the length before the cut.
+
+    ``type_ids`` are the segment ids of a text pair (None: all zero). ``normalize`` overrides an embedding model's
+    own normalisation (None: the model's); ``all_tokens`` asks an embedding model for every token's vector.
+    """
 
     ids: list[int]
     original_length: int
+    type_ids: list[int] | None = None
+    normalize: bool | None = None
+    all_tokens: bool = False
 
     @property
     def length(self) -> int:
@@ -62,3 +71,28 @@ class Model(Protocol):
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 
     def info(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One token of a tokenized text: its id, its text, whether it is special, and its character span."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+@runtime_checkable
+class PairModel(Protocol):
+    """A model that also reads (first, second) text pairs: cross-encoders and pair classifiers."""
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[Encoded]: ...
+
+
+@runtime_checkable
+class Tokenizing(Protocol):
+    """A model that can show how it tokenizes a text."""
+
+    def tokens(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[Token]]: ...

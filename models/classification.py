@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from models._hf import HFModel
-from models.base import Classification, Task
+from models.base import Classification, Encoded, Task
 
 
 def label_names(id2label: Mapping[Any, str] | None, num_labels: int) -> list[str]:
@@ -47,11 +47,35 @@ class ClassificationModel(HFModel):
         """The model's public description, with its labels in logit order."""
         return {**super().info(), "labels": list(self.labels)}
 
-    def _results(self, output: Any, attention_mask: torch.Tensor) -> list[Classification]:
-        probs: list[list[float]] = torch.softmax(output.logits.float(), dim=-1).cpu().tolist()
+    def _results(self, output: Any, attention_mask: torch.Tensor, batch: Sequence[Encoded]) -> list[Classification]:
+        logits = output.logits.float()
+        probs: list[list[float]] = torch.softmax(logits, dim=-1).cpu().tolist()
+        raw: list[list[float]] = logits.cpu().tolist()
         results = []
-        for row in probs:
+        for row, raw_row in zip(probs, raw, strict=True):
             scores = dict(zip(self.labels, row, strict=True))
             best = max(range(len(row)), key=row.__getitem__)
-            results.append(Classification(label=self.labels[best], score=row[best], scores=scores))
+            logit_map = dict(zip(self.labels, raw_row, strict=True))
+            results.append(Classification(label=self.labels[best], score=row[best], scores=scores, logits=logit_map))
         return results
+
+
+class RerankModel(HFModel):
+    """A cross-encoder: a sequence classifier with one output, read on (query, text) pairs; returns the logit."""
+
+    def __init__(
+        self,
+        name: str,
+        tokenizer: PreTrainedTokenizerBase,
+        module: PreTrainedModel,
+        *,
+        max_input_tokens: int,
+    ) -> None:
+        super().__init__(name, Task.RERANK, tokenizer, module, max_input_tokens=max_input_tokens)
+        labels = int(module.config.num_labels or 0)
+        if labels != 1:
+            raise ValueError(f"a rerank model needs a classification head with one output; {name!r} has {labels}")
+
+    def _results(self, output: Any, attention_mask: torch.Tensor, batch: Sequence[Encoded]) -> list[float]:
+        scores: list[float] = output.logits.float()[:, 0].cpu().tolist()
+        return scores

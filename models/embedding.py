@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +14,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from models._hf import HFModel
-from models.base import Task
+from models.base import Encoded, Task
 
 PoolingMode = Literal["mean", "cls"]
 
@@ -88,7 +89,9 @@ class EmbeddingModel(HFModel):
         """The model's public description, with its vector size."""
         return {**super().info(), "dimensions": self.dimensions}
 
-    def _results(self, output: Any, attention_mask: torch.Tensor) -> list[npt.NDArray[np.float32]]:
+    def _results(
+        self, output: Any, attention_mask: torch.Tensor, batch: Sequence[Encoded]
+    ) -> list[npt.NDArray[np.float32]]:
         # Pool in fp32 whatever the model ran in: half-precision sums over 256 tokens lose digits.
         hidden = output.last_hidden_state.float()
         if self.pooling.mode == "cls":
@@ -96,7 +99,17 @@ class EmbeddingModel(HFModel):
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        if self.pooling.normalize:
+        wanted = [self.pooling.normalize if enc.normalize is None else enc.normalize for enc in batch]
+        if all(wanted):
             pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+        elif any(wanted):
+            rows = torch.tensor(wanted, device=pooled.device).unsqueeze(-1)
+            pooled = torch.where(rows, torch.nn.functional.normalize(pooled, p=2.0, dim=1), pooled)
         array: npt.NDArray[np.float32] = pooled.cpu().numpy()
-        return list(array)
+        results = list(array)
+        if any(enc.all_tokens for enc in batch):
+            states: npt.NDArray[np.float32] = hidden.cpu().numpy()
+            for row, enc in enumerate(batch):
+                if enc.all_tokens:  # every token's state, unpooled and unnormalised (TEI's /embed_all)
+                    results[row] = states[row, : enc.length]
+        return results

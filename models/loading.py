@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import transformers.utils.logging as hf_logging
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -20,7 +24,7 @@ from transformers import (
 
 from models._hf import HFModel
 from models.base import Model, Task
-from models.classification import ClassificationModel
+from models.classification import ClassificationModel, RerankModel
 from models.embedding import EmbeddingModel, read_pooling
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -50,6 +54,7 @@ class LoadOptions:
     dtype: str = "auto"
     max_input_tokens: int | None = None
     warmup: bool = True
+    progress_bars: bool = False  # transformers' own bars (weight loading): off, they land in logs and notebooks
 
 
 def load_model(
@@ -64,7 +69,35 @@ def load_model(
         FileNotFoundError: ``path`` does not exist or lacks config.json or weights.
         ValueError: ``path`` is not a usable model directory, or an option cannot be honoured.
     """
-    root = check_model_dir(path)
+    with _progress_bars(options.progress_bars):
+        return _load_model(model_id, check_model_dir(path), task, options)
+
+
+@contextlib.contextmanager
+def _progress_bars(wanted: bool) -> Iterator[None]:
+    """transformers' weight-loading bar on or off (as ``wanted``) while a model loads, as it was afterwards."""
+    before = hf_logging.is_progress_bar_enabled()
+    if wanted == before:
+        yield
+        return
+    _set_progress_bars(wanted)
+    try:
+        yield
+    finally:
+        _set_progress_bars(before)
+
+
+def _set_progress_bars(on: bool) -> None:
+    # huggingface_hub warns when its own switch is pinned by the environment; transformers' switch still moves.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if on:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+        else:
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def _load_model(model_id: str, root: Path, task: Task | None, options: LoadOptions) -> Model:
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
     config = _load(AutoConfig.from_pretrained, root, "config")
@@ -75,7 +108,12 @@ def load_model(
     tokenizer = _load(AutoTokenizer.from_pretrained, root, "tokenizer")
     max_tokens = input_limit(root, tokenizer, config, options.max_input_tokens)
     model: HFModel
-    if task is Task.CLASSIFICATION:
+    if task is Task.RERANK:
+        if config.architectures and not _is_classifier(config):
+            raise ValueError(f"{root} holds {config.architectures}, not a cross-encoder (sequence classifier)")
+        scorer: PreTrainedModel = _load(AutoModelForSequenceClassification.from_pretrained, root, "model")
+        model = RerankModel(model_id, tokenizer, _place(scorer, device, dtype), max_input_tokens=max_tokens)
+    elif task is Task.CLASSIFICATION:
         if config.architectures and not _is_classifier(config):
             raise ValueError(
                 f"{root} holds {config.architectures}, not a sequence classifier: its head would be random"
@@ -113,8 +151,11 @@ def check_model_dir(path: str | Path) -> Path:
 
 
 def infer_task(config: PretrainedConfig) -> Task:
-    """Classification when the config names a ``...ForSequenceClassification`` architecture, else embedding."""
-    return Task.CLASSIFICATION if _is_classifier(config) else Task.EMBEDDING
+    """For a ``...ForSequenceClassification`` architecture: rerank with one output (a cross-encoder), else
+    classification; embedding for anything else."""
+    if not _is_classifier(config):
+        return Task.EMBEDDING
+    return Task.RERANK if int(getattr(config, "num_labels", 0) or 0) == 1 else Task.CLASSIFICATION
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -7,13 +7,13 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from service.config import Settings
+from service.config import DEFAULT_MODEL_ID, Settings
 
 # Before transformers is imported anywhere: the server never reaches a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,6 +21,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Progress bars on stderr would break the one-JSON-object-per-line logs.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+
+DESCRIPTION = """\
+chunkserve: serve local embedding, classification and rerank models behind a micro-batcher (OpenAI- and TEI-style
+routes), chunk long texts and fan them out to local models or remote AI APIs, online (serve) or offline (run).
+Run "chunkserve COMMAND --help" for a command's options."""
 
 # Secrets stay out of command lines (visible in ps and shell history): environment only.
 ENV_ONLY = frozenset({"remote_api_keys", "api_keys", "jwt_secret"})
@@ -30,16 +35,30 @@ def _flag(name: str) -> str:
     return "--model" if name == "models" else "--" + name.replace("_", "-")
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, skip: Collection[str] = ()) -> None:
-    """One flag per Settings field (but those in ``skip``), its help taken from the field's description."""
+def _default_text(name: str) -> str:
+    """A setting's default as a person would type it (lists comma-joined, None as none)."""
+    if name == "models":
+        return f"the packaged {DEFAULT_MODEL_ID}"
+    value = Settings.model_fields[name].get_default(call_default_factory=True)
+    if value is None:
+        return "none"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or "empty"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def add_settings_flags(
+    parser: argparse.ArgumentParser, skip: Collection[str] = (), wording: Mapping[str, str] | None = None
+) -> None:
+    """One flag per Settings field (but those in ``skip``), its help the field's description or ``wording``."""
     for name, field in Settings.model_fields.items():
         if name in ENV_ONLY or name in skip:
             continue
         env = f"CHUNKSERVE_{name.upper()}"
-        default = "none" if field.default is None else field.default
-        if name == "models":
-            default = "the packaged all-MiniLM-L6-v2"
-        help_text = f"{field.description} [env {env}; default: {default}]"
+        description = (wording or {}).get(name, field.description)
+        help_text = f"{description} [env {env}; default: {_default_text(name)}]"
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": name}
         annotation = field.annotation
         args = typing.get_args(annotation)
@@ -71,12 +90,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.server.serving import serve
-
+    # Settings and model directories first: a usage error must not wait seconds for torch to import.
     settings = settings_from_args(args)
     for entry in settings.models:
         if entry.path is not None and not entry.path.is_dir():
             raise SystemExit(f"chunkserve: model {entry.id!r}: {entry.path} is not a directory")
+    from service.server.serving import serve
+
     return serve(settings, port_file=args.port_file)
 
 
@@ -147,7 +167,10 @@ def _tune(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
-    parser = argparse.ArgumentParser(prog="chunkserve", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="chunkserve", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"chunkserve {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="Run the HTTP server.", description="Run the HTTP server.")
@@ -169,11 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="The token's subject (who it names).")
     token.add_argument("--ttl", default="1h", help="Lifetime: 90, 45s, 30m, 1h or 2d [default: 1h].")
     token.set_defaults(func=_token)
-    from service.offline.command import SERVER_ONLY, add_run_arguments
+    from service.offline.command import RUN_WORDING, SERVER_ONLY, add_run_arguments
 
     offline = sub.add_parser("run", help="Process files offline into JSONL (no server, no HTTP).")
     add_run_arguments(offline)
-    add_settings_flags(offline, skip=SERVER_ONLY)
+    add_settings_flags(offline, skip=SERVER_ONLY, wording=RUN_WORDING)
     offline.set_defaults(func=_run)
 
     fake = sub.add_parser("fake-remote", help="Run a fake remote AI API (tests, benchmarks).")
@@ -188,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="Benchmark servers: chunkserve, any OpenAI-compatible one, the naive baseline; sweeps and reports.",
+        description=(
+            "Measure chunkserve or any OpenAI-compatible server: closed- and open-loop load per scenario, against "
+            "the naive baseline (--baseline naive), other servers (--vs, interleaved in rounds) and the in-process "
+            "ceiling (--raw); sweeps of batching settings (--sweep). Prints a table; --out DIR writes results.json, "
+            "report.md and plots."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_bench_arguments(bench)
     bench.set_defaults(func=_bench)
@@ -195,10 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
         "tune",
         help="Find the batching settings to use on this machine (a small sweep).",
         description="Start chunkserve once per combination of settings, measure, and print the best settings.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_tune_arguments(tune)
     tune.set_defaults(func=_tune)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chunkserve")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     models: Annotated[list[ModelEntry], NoDecode] = Field(
         default_factory=list,
         description=(
-            "Models to serve, comma-separated ID=PATH[:TASK] (task: embedding|classification, inferred when "
+            "Models to serve, comma-separated ID=PATH[:TASK] (task: embedding|classification|rerank, inferred when "
             f"omitted). Empty: the packaged {DEFAULT_MODEL_ID}. The flag --model may be repeated."
         ),
     )
@@ -188,8 +188,16 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         default="info", description="Log level of chunkserve and uvicorn."
     )
-    log_format: Literal["json", "text"] = Field(
-        default="json", description="Logs as one JSON object per line (json) or as plain text for people (text)."
+    hf_progress_bars: bool = Field(
+        default=False,
+        description="Show the Hugging Face libraries' own progress bars while a model loads (off: logs stay clean).",
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description=(
+            "Logs as one JSON object per line (json) or as plain text for people (text); auto: text when stderr "
+            "is a terminal, JSON otherwise (pipes, files, containers)."
+        ),
     )
     shutdown_timeout_s: float = Field(
         default=25.0,

@@ -7,7 +7,8 @@
     ├── ShuttingDown          the server is draining and takes no new work
     ├── ModelNotFound         no model is served under that id
     ├── InvalidInput          a request value is unusable (``field`` names it)
-    │   └── InputTooLarge     an input or a request is over a configured limit
+    │   ├── InputTooLarge     an input or a request is over a configured limit
+    │   └── WrongTask         the model does another task (an embedding model asked to rerank)
     ├── ForbiddenTarget       an outbound URL is refused by the SSRF policy
     ├── DeadlineExceeded      the work did not finish in its time budget
     ├── BatchFailed           the model raised on an input; only that input's caller sees it
@@ -69,6 +70,10 @@ class InvalidInput(ChunkserveError):
 
 class InputTooLarge(InvalidInput):
     """An input or a whole request is over a configured limit."""
+
+
+class WrongTask(InvalidInput):
+    """The model named (or every model served) does another task than the one asked for."""
 
 
 class ForbiddenTarget(ChunkserveError):

@@ -92,7 +92,7 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
         Exception: whatever loading raised; the registry is then marked failed.
     """
     threads = effective_threads(settings)
-    options = LoadOptions(device=settings.device, dtype=settings.dtype)
+    options = LoadOptions(device=settings.device, dtype=settings.dtype, progress_bars=settings.hf_progress_bars)
     loop = asyncio.get_running_loop()
     for entry in settings.model_entries():
         thread = model_thread(entry.id, threads)
@@ -115,7 +115,8 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
         )
         await engine.start()
         registry.add(engine)
-        log.info("model %s ready: %s", entry.id, model.info())
+        details = {k: v for k, v in model.info().items() if k != "id"}
+        log.info("model %s ready", entry.id, extra={"fields": {"model": entry.id, **details}})
     if registry.phase is Phase.LOADING:  # a shutdown that began while loading must stay a shutdown
         registry.phase = Phase.READY
 

@@ -149,6 +149,10 @@ class ProcessRequest(_Request):
         default="round_robin", description="round_robin: chunk i → target i mod n; broadcast: every chunk everywhere."
     )
     timeout_s: float | None = Field(default=None, gt=0, description="Per-call timeout and overall deadline.")
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float",
+        description="Local embeddings as float32 JSON numbers (float) or base64 of little-endian float32 bytes.",
+    )
 
 
 class ChunkInfo(BaseModel):
@@ -179,3 +183,25 @@ class ProcessResponse(BaseModel):
     failed: int
     chunks: list[ChunkInfo]
     results: list[ChunkResultModel]
+
+
+class PredictRequest(_Request):
+    """The classic ``POST /predict/`` body: a text, cut into chunks of 100 characters."""
+
+    text: str = Field(min_length=1, description="The text to classify, chunk by chunk.")
+
+
+class Prediction(BaseModel):
+    """One chunk's label, in chunk order."""
+
+    index: int
+    start: int
+    end: int
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]

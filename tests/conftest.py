@@ -15,7 +15,7 @@ import pytest
 
 from models.base import Model
 from models.loading import LoadOptions, load_model
-from tests.support.tiny_models import make_tiny_bert, make_tiny_classifier
+from tests.support.tiny_models import make_tiny_bert, make_tiny_classifier, make_tiny_cross_encoder
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +28,12 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BERT classifier (NEGATIVE / POSITIVE) saved once per session."""
     return make_tiny_classifier(tmp_path_factory.mktemp("tiny-classifier"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random one-output BERT cross-encoder (rerank) saved once per session."""
+    return make_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
 
 
 @pytest.fixture(scope="session")

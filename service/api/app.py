@@ -13,16 +13,19 @@ from fastapi import FastAPI
 from service.api.access_log import AccessLogMiddleware
 from service.api.auth import AuthMiddleware, access_from_settings
 from service.api.cors import install_cors
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.limits import BodyLimitMiddleware
 from service.api.middleware import RequestIdMiddleware
-from service.api.routes import classify, embeddings, health, process, stream, ws
+from service.api.openapi import openapi_builder
+from service.api.routes import classify, embeddings, health, predict, process, stream, tei, ws
 from service.api.routes import metrics as metrics_route
 from service.api.routes import models as models_route
+from service.api.routes.dashboard import install_dashboard
 from service.config import Settings
 from service.inference.registry import ModelRegistry, Phase
 from service.jobs.pipeline import Resolver
-from service.observability.metrics import Metrics
+from service.observability.metrics import LiveMetric, Metrics
 from service.runtime import Loader, build_pipeline, default_loader, live_metrics, load_engines
 from service.shutdown import Drain
 
@@ -57,6 +60,7 @@ def create_app(
         pipeline, http = build_pipeline(settings, registry, resolver)
         app.state.registry, app.state.metrics, app.state.pipeline = registry, metrics, pipeline
         metrics.watch(lambda: live_metrics(registry, pipeline))
+        metrics.watch(lambda: [_jobs_in_flight(access.slots.total)])
         drain.bind()
         drain.on_begin(registry.begin_draining)
         # SecretStr fields dump as "**********": the settings line never carries a key.
@@ -67,7 +71,7 @@ def create_app(
                 await load_engines(settings, registry, loader, metrics)
             except Exception as exc:
                 registry.phase, registry.failure = Phase.FAILED, f"{type(exc).__name__}: {exc}"
-                log.error("start-up failed: %s", registry.failure)
+                log.error("start-up failed: %s", registry.failure, extra={"fields": {"error": registry.failure}})
                 if on_fatal is not None:
                     on_fatal(registry.failure)
                 return
@@ -98,7 +102,10 @@ def create_app(
         description="Chunk long texts; run local models behind a micro-batcher; OpenAI-compatible.",
         lifespan=lifespan,
         debug=False,
+        docs_url=None,  # served by install_docs from the package's assets, not from a CDN
+        redoc_url=None,
     )
+    app.openapi = openapi_builder(app, settings, access.open_paths)  # type: ignore[method-assign]
     install_error_handlers(app)
     # Outermost last: CORS, then the request id, then the body limit, then authentication.
     app.add_middleware(AuthMiddleware, access=access)
@@ -107,6 +114,18 @@ def create_app(
     app.add_middleware(AccessLogMiddleware)
     app.state.drain = drain
     install_cors(app, settings)
-    for module in (health, metrics_route, models_route, embeddings, classify, process, stream, ws):
+    for module in (health, metrics_route, models_route, embeddings, classify, predict, process, stream, ws, tei):
         app.include_router(module.router)
+    install_docs(app)
+    install_dashboard(app)
     return app
+
+
+def _jobs_in_flight(total: int) -> LiveMetric:
+    return LiveMetric(
+        "chunkserve_jobs_in_flight",
+        "Jobs running now (/v1/process, its stream, /predict/, WebSocket jobs), all callers together.",
+        (),
+        {(): float(total)},
+        kind="gauge",
+    )

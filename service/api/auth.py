@@ -1,9 +1,11 @@
 """Authentication and the per-caller request rate, as ASGI middleware: default-deny, before any body is read.
 
-Every path is protected except ``/health``, ``/ready`` and (unless ``auth_metrics``) ``/metrics``, so a route
-added later is protected without anyone remembering to. A credential comes from ``Authorization: Bearer ...``
-or, on a WebSocket, from the subprotocols ``["bearer", TOKEN]`` (browsers cannot set headers there; a query
-parameter would land in access logs). The principal is put in the request state for the routes.
+Every path is protected except ``/health``, ``/ready``, (unless ``auth_metrics``) ``/metrics``, and the pages
+that carry no data but must load before a person can type a key (``/docs``, ``/redoc``, ``/openapi.json``,
+``/dashboard`` and their static assets), so a route added later is protected without anyone remembering to.
+A credential comes from ``Authorization: Bearer ...`` or, on a WebSocket, from the subprotocols
+``["bearer", TOKEN]`` (browsers cannot set headers there; a query parameter would land in access logs).
+The principal is put in the request state for the routes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from service.security.verify import (
 )
 
 log = logging.getLogger("chunkserve.auth")
-OPEN_PATHS = frozenset({"/health", "/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/redoc", "/openapi.json", "/dashboard"})
+# Static assets only (files from the package); a path with a dot-dot segment is never let through.
+OPEN_PREFIXES = ("/static/docs/", "/static/dashboard/")
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,13 @@ def authenticate(access: Access, scope: Scope) -> Principal:
     return principal
 
 
+def is_open(access: Access, path: str) -> bool:
+    """Whether ``path`` is served without credentials."""
+    if path in access.open_paths:
+        return True
+    return path.startswith(OPEN_PREFIXES) and "/../" not in path and not path.endswith("/..")
+
+
 class AuthMiddleware:
     """Refuses callers without valid credentials (401) or over their rate (429) before the app sees them."""
 
@@ -88,13 +99,14 @@ class AuthMiddleware:
         self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.access.open_paths:
+        if scope["type"] not in ("http", "websocket") or is_open(self.access, scope["path"]):
             await self.app(scope, receive, send)
             return
         try:
             principal = authenticate(self.access, scope)
         except AuthError as exc:
-            log.info("refused %s %s: %s", scope["type"], scope["path"], exc.reason)
+            fields = {"kind": scope["type"], "path": scope["path"], "reason": exc.reason}
+            log.info("refused %s %s: %s", scope["type"], scope["path"], exc.reason, extra={"fields": fields})
             await send_error(scope, send, exc)
             return
         except RateLimited as exc:

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.types import Scope, Send
 
 from service.api.disconnect import ClientGone
+from service.api.tei_errors import is_tei, tei_domain_error, tei_error
 from service.errors import (
     AuthError,
     BatchFailed,
@@ -92,7 +93,10 @@ def _domain_error(request: Request, exc: Exception) -> Response:
         raise exc
     status, type_, code, headers = describe_error(exc)
     if status >= 500:
-        log.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc.message)
+        fields = {"error": type(exc).__name__, "path": request.url.path, "detail": exc.message}
+        log.warning("%s on %s: %s", type(exc).__name__, request.url.path, exc.message, extra={"fields": fields})
+    if is_tei(request):
+        return tei_domain_error(exc)
     return error_response(request, status, exc.message, type_=type_, param=exc.field, code=code, headers=headers)
 
 
@@ -153,6 +157,8 @@ def _validation_error(request: Request, exc: Exception) -> Response:
         message = f"{field}: {first.get('msg', 'invalid value')}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    if is_tei(request):
+        return tei_error(422, message, "validation")
     return error_response(request, 422, message, type_="invalid_request_error", param=field, code="invalid_value")
 
 

@@ -7,6 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.bench import scenarios as _builtin  # noqa: F401  (registers the built-in scenarios)
+from service.bench.argtypes import (
+    DefaultLevels,
+    positive_float,
+    positive_float_list,
+    positive_int,
+    positive_int_list,
+)
 from service.bench.corpus import load_corpus
 from service.bench.load import Bounds
 from service.bench.scenario import SCENARIOS, Workload
@@ -38,23 +45,31 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=None, help="Bearer credential (an API key or a JWT) for the server(s).")
     parser.add_argument(
         "--concurrency",
-        default=None,
-        help="Closed loop: comma-separated client counts [default: 1,8,32,64; none with --rate].",
+        type=positive_int_list,
+        default=DefaultLevels("1,8,32,64"),
+        help="Closed loop: comma-separated client counts (with --rate and no --concurrency: open loop only).",
     )
-    parser.add_argument("--requests", type=int, default=300, help="Requests per phase (one level, one repeat).")
     parser.add_argument(
-        "--duration", type=float, default=None, help="Seconds per phase at most (with or instead of --requests)."
+        "--requests", type=positive_int, default=300, help="Requests per phase (one level, one repeat)."
+    )
+    parser.add_argument(
+        "--duration",
+        type=positive_float,
+        default=None,
+        help="Seconds per phase at most (with or instead of --requests).",
     )
     parser.add_argument(
         "--warmup",
         type=int,
         default=None,
-        help="Unmeasured requests before each phase [default: the concurrency, at least 4].",
+        help="Unmeasured requests before each phase (None: as many as the phase's clients, at least 4).",
     )
     parser.add_argument("--corpus", type=Path, default=None, help="Texts: .jsonl (field 'text') or .txt (a line each).")
-    parser.add_argument("--corpus-size", type=int, default=2000, help="Texts taken from the corpus.")
-    parser.add_argument("--inputs-per-request", type=int, default=1, help="embeddings/classify: texts per request.")
-    parser.add_argument("--timeout", type=float, default=60.0, help="Seconds one request may take.")
+    parser.add_argument("--corpus-size", type=positive_int, default=2000, help="Texts taken from the corpus.")
+    parser.add_argument(
+        "--inputs-per-request", type=positive_int, default=1, help="embeddings/classify: texts per request."
+    )
+    parser.add_argument("--timeout", type=positive_float, default=60.0, help="Seconds one request may take.")
     parser.add_argument(
         "--out", type=Path, default=None, help="Directory for results.json, report.md and plots (or a .json file)."
     )
@@ -107,12 +122,19 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--raw", action="store_true", help="Also measure the in-process ceiling (arrival order and length-sorted)."
     )
-    parser.add_argument("--raw-inputs", type=int, default=256, help="Inputs per in-process measurement.")
-    parser.add_argument("--rate", default="", help="Open loop: comma-separated Poisson arrival rates (requests/s).")
-    parser.add_argument("--repeats", type=int, default=1, help="Times each phase is repeated (the spread is shown).")
+    parser.add_argument("--raw-inputs", type=positive_int, default=256, help="Inputs per in-process measurement.")
+    parser.add_argument(
+        "--rate",
+        type=positive_float_list,
+        default=None,
+        help="Open loop: comma-separated Poisson arrival rates (requests/s).",
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=1, help="Times each phase is repeated (the spread is shown)."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the open-loop arrival times.")
-    parser.add_argument("--chunks", type=int, default=1000, help="fanout/stream: remote calls per request.")
-    parser.add_argument("--text-chars", type=int, default=20_000, help="process: characters per long text.")
+    parser.add_argument("--chunks", type=positive_int, default=1000, help="fanout/stream: remote calls per request.")
+    parser.add_argument("--text-chars", type=positive_int, default=20_000, help="process: characters per long text.")
     parser.add_argument(
         "--chunk-size",
         type=int,
@@ -183,7 +205,7 @@ def workload(args: argparse.Namespace) -> Workload:
 
 def bounds(args: argparse.Namespace) -> Bounds:
     """Count/duration bounds and the warm-up from the flags."""
-    return Bounds(requests=args.requests if args.requests else None, duration_s=args.duration, warmup=args.warmup)
+    return Bounds(requests=args.requests, duration_s=args.duration, warmup=args.warmup)
 
 
 def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
@@ -212,8 +234,9 @@ def target_specs(args: argparse.Namespace) -> list[TargetSpec]:
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
     """The run the bench flags describe."""
-    rates = _floats(args.rate)
-    concurrency = _ints(args.concurrency) if args.concurrency else ([] if rates else [1, 8, 32, 64])
+    rates = _floats(args.rate or "")
+    given = not isinstance(args.concurrency, DefaultLevels)
+    concurrency = [] if rates and not given else _ints(args.concurrency)
     from service.bench.runner import Plan
 
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.base import Encoded, Model, Task
+from models.base import Encoded, Model, PairModel, Task
 from service.batching.batcher import BatchPolicy, MicroBatcher
 from service.batching.ledger import Counts
 from service.errors import InputTooLarge, InvalidInput, Overloaded
@@ -139,8 +140,8 @@ class ModelEngine:
         await self.batcher.close(drain=drain)
         self._executor.shutdown(wait=True)
 
-    async def encode(self, texts: Sequence[str], field: str = "input") -> list[Encoded]:
-        """Tokenize ``texts``, refusing over-long ones when truncation is off.
+    async def encode(self, texts: Sequence[str], field: str = "input", truncate: bool | None = None) -> list[Encoded]:
+        """Tokenize ``texts``, refusing over-long ones when truncation is off (``truncate`` None: the setting's).
 
         Raises:
             InputTooLarge: an input is longer than the model's limit and truncation is off.
@@ -149,10 +150,13 @@ class ModelEngine:
             encoded = self.model.encode(texts)
         else:
             encoded = await asyncio.to_thread(self.model.encode, texts)
-        if not self.truncate:
+        return self._check_length(encoded, len(texts), field, truncate)
+
+    def _check_length(self, encoded: list[Encoded], n: int, field: str, truncate: bool | None) -> list[Encoded]:
+        if not (self.truncate if truncate is None else truncate):
             for i, enc in enumerate(encoded):
                 if enc.truncated:
-                    where = field if len(texts) == 1 else f"{field}[{i}]"
+                    where = field if n == 1 else f"{field}[{i}]"
                     raise InputTooLarge(
                         f"{where} has {enc.original_length} tokens; model {self.model_id!r} reads at most "
                         f"{self.model.max_input_tokens}. Shorten or chunk it, or turn truncation on.",
@@ -160,8 +164,19 @@ class ModelEngine:
                     )
         return encoded
 
-    async def run(self, texts: Sequence[str], field: str = "input") -> EngineOutput:
+    async def run(
+        self,
+        texts: Sequence[str],
+        field: str = "input",
+        *,
+        truncate: bool | None = None,
+        normalize: bool | None = None,
+        all_tokens: bool = False,
+    ) -> EngineOutput:
         """Compute every text through the batcher; results come back in the order given.
+
+        ``truncate`` overrides the setting for this call; ``normalize`` and ``all_tokens`` ask an embedding model
+        for unnormalised (or normalised) vectors, or for every token's vector.
 
         Raises:
             InvalidInput: no texts were given.
@@ -171,7 +186,31 @@ class ModelEngine:
         """
         if not texts:
             raise InvalidInput(f"{field} must not be empty", field=field)
-        encoded = await self.encode(texts, field)
+        encoded = await self.encode(texts, field, truncate)
+        if normalize is not None or all_tokens:
+            encoded = [dataclasses.replace(e, normalize=normalize, all_tokens=all_tokens) for e in encoded]
+        return await self._submit(encoded)
+
+    async def run_pairs(
+        self, pairs: Sequence[tuple[str, str]], field: str = "texts", *, truncate: bool | None = None
+    ) -> EngineOutput:
+        """Compute (first, second) text pairs through the batcher: cross-encoders and pair classifiers.
+
+        Raises:
+            InvalidInput: no pairs, or a model that does not read pairs.
+            InputTooLarge, Overloaded, BatchFailed: as ``run``.
+        """
+        if not pairs:
+            raise InvalidInput(f"{field} must not be empty", field=field)
+        if not isinstance(self.model, PairModel):
+            raise InvalidInput(f"model {self.model_id!r} does not read text pairs", field=field)
+        if sum(len(a) + len(b) for a, b in pairs) <= _INLINE_TOKENIZE_CHARS:
+            encoded = self.model.encode_pairs(pairs)
+        else:
+            encoded = await asyncio.to_thread(self.model.encode_pairs, pairs)
+        return await self._submit(self._check_length(encoded, len(pairs), field, truncate))
+
+    async def _submit(self, encoded: list[Encoded]) -> EngineOutput:
         if len(encoded) == 1:
             results = [await self.batcher.submit(encoded[0])]
         else:

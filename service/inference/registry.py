@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from models.base import Task
-from service.errors import InvalidInput, ModelNotFound, ShuttingDown
+from service.errors import ModelNotFound, ShuttingDown, WrongTask
 from service.inference.engine import ModelEngine
 
 
@@ -62,7 +62,7 @@ class ModelRegistry:
         Raises:
             ShuttingDown: the server is loading, draining or failed.
             ModelNotFound: no model has that id.
-            InvalidInput: the model exists but does another task.
+            WrongTask: the model exists but does another task (an ``InvalidInput``).
         """
         self.ensure_accepting()
         if model_id is None:
@@ -75,7 +75,7 @@ class ModelRegistry:
             served = ", ".join(sorted(self.engines)) or "none"
             raise ModelNotFound(f"model {model_id!r} does not exist; served: {served}", field="model")
         if task is not None and found.task is not task:
-            raise InvalidInput(f"model {model_id!r} is a {found.task.value} model, not {task.value}", field="model")
+            raise WrongTask(f"model {model_id!r} is a {found.task.value} model, not {task.value}", field="model")
         return found
 
     def begin_draining(self) -> None:

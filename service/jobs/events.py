@@ -44,6 +44,7 @@ async def job_events(pipeline: Pipeline, plan: Plan, *, progress_every_s: float 
         {"step": "dispatched", "message": f"dispatched {total} calls to {len(targets)} target(s)", "targets": targets},
     )
     yield Event("progress", {"chunked": len(plan.chunks), "queued": total, "done": 0, "failed": 0})
+    spans = {c.index: (c.start, c.end) for c in plan.chunks}
     done = failed = 0
     last_progress = time.perf_counter()
     results = pipeline.run(plan)
@@ -51,7 +52,9 @@ async def job_events(pipeline: Pipeline, plan: Plan, *, progress_every_s: float 
         async for result in results:
             done += 1
             failed += not result.success
-            yield Event("result", result_payload(result))
+            start, end = spans[result.index]
+            # The chunk's span in the text, so a client can show where each result belongs as it arrives.
+            yield Event("result", {**result_payload(result), "start": start, "end": end})
             now = time.perf_counter()
             if now - last_progress >= progress_every_s and done < total:
                 last_progress = now

@@ -8,12 +8,14 @@ is still pending when its consumer stops early (client gone).
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from models.base import Classification
 from service.errors import (
@@ -193,7 +195,8 @@ class Pipeline:
         attempts = 1
         try:
             if isinstance(target, LocalTarget):
-                value = await asyncio.wait_for(self._local(target, chunk.text), deadline - time.monotonic())
+                local = self._local(target, chunk.text, job.encoding_format)
+                value = await asyncio.wait_for(local, deadline - time.monotonic())
             else:
                 outcome = await self.remote.call(target, chunk.text, timeout_s=job.timeout_s, deadline=deadline)
                 value, attempts = outcome.value, outcome.attempts
@@ -210,15 +213,22 @@ class Pipeline:
             result = _failed(chunk, label, start, type(exc).__name__, exc.message, attempts)
         done.put_nowait(result)
 
-    async def _local(self, target: LocalTarget, text: str) -> Any:
+    async def _local(self, target: LocalTarget, text: str, encoding: str = "float") -> Any:
         output = await self.registry.engines[target.model].run([text], field="text")
-        return to_jsonable(output.results[0])
+        return to_jsonable(output.results[0], encoding)
 
 
-def to_jsonable(value: Any) -> Any:
-    """A model result as plain JSON types."""
+def to_jsonable(value: Any, encoding: str = "float") -> Any:
+    """A model result as plain JSON types; a vector as float32 numbers, or base64 of its float32 bytes.
+
+    Vectors go through orjson's float32 formatting so that every route writes the digits ``/v1/embeddings``
+    writes (``0.1``, not the float64 expansion ``0.10000000149011612`` of the same float32).
+    """
     if isinstance(value, np.ndarray):
-        return value.astype(float).tolist()
+        vector = value.astype("<f4", copy=False)
+        if encoding == "base64":
+            return base64.b64encode(vector.tobytes()).decode()
+        return orjson.loads(orjson.dumps(vector, option=orjson.OPT_SERIALIZE_NUMPY))
     if isinstance(value, Classification):
         return {"label": value.label, "score": value.score, "scores": dict(value.scores)}
     return value

@@ -54,6 +54,7 @@ class Job:
     targets: tuple[Target, ...] = ()
     assignment: Assignment = Assignment.ROUND_ROBIN
     timeout_s: float = 30.0
+    encoding_format: str = "float"  # local embeddings: "float" (float32 numbers) or "base64" (float32 bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,4 +120,5 @@ def job_from_request(body: ProcessRequest, limits: JobLimits) -> Job:
         targets=targets,
         assignment=Assignment(body.assignment),
         timeout_s=body.timeout_s if body.timeout_s is not None else limits.default_timeout_s,
+        encoding_format=body.encoding_format,
     )

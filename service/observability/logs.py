@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
-LogFormat = Literal["json", "text"]
+LogFormat = Literal["auto", "json", "text"]
 
 # Keys a record's fields may not overwrite: they say what the line is.
 _RESERVED = frozenset({"ts", "level", "logger", "msg"})
@@ -50,14 +50,22 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def configure_logging(level: str, fmt: LogFormat = "json") -> None:
-    """Send every logger (uvicorn's included) through one stderr handler in ``fmt``.
+def resolve_format(fmt: LogFormat) -> Literal["json", "text"]:
+    """``auto`` is text for a person at a terminal and JSON for everything else (log collectors, files, pipes)."""
+    if fmt != "auto":
+        return fmt
+    isatty = getattr(sys.stderr, "isatty", None)
+    return "text" if callable(isatty) and isatty() else "json"
+
+
+def configure_logging(level: str, fmt: LogFormat = "auto") -> None:
+    """Send every logger (uvicorn's included) through one stderr handler in ``fmt`` (see ``resolve_format``).
 
     uvicorn is then started with ``log_config=None`` so it keeps this set-up, and ``access_log=False`` because
     chunkserve writes its own access line (with the request id, principal and batch statistics).
     """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if resolve_format(fmt) == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

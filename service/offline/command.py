@@ -15,6 +15,7 @@ from service.config import Settings
 from service.jobs.chunking import Strategy
 from service.jobs.targets import Assignment
 from service.offline.options import EXIT_BY_SIGNAL, RunOptions
+from service.offline.reader import check_inputs
 
 # Settings that only mean something to a server; `chunkserve run` takes every other one as a flag.
 SERVER_ONLY = frozenset(
@@ -24,6 +25,16 @@ SERVER_ONLY = frozenset(
     | {"rate_limit_per_s", "rate_limit_burst", "max_jobs_per_caller", "max_body_bytes", "max_ws_message_bytes"}
     | {"shutdown_timeout_s", "workers"}
 )
+# The settings' own descriptions speak of a server; these say the same for `chunkserve run`.
+RUN_WORDING = {
+    "models": (
+        "Models to load, comma-separated ID=PATH[:TASK] (task: embedding|classification|rerank, inferred when "
+        "omitted). Empty: the packaged all-MiniLM-L6-v2. The flag --model may be repeated."
+    ),
+    "truncate": "Cut chunks longer than the model's limit (true) or fail them with InputTooLarge (false).",
+    "max_text_chars": "Longest document, in characters; longer ones are skipped and reported.",
+    "max_chunks": "Most chunks one document may be split into; documents beyond it are skipped and reported.",
+}
 EXIT_USAGE = 2
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
@@ -58,10 +69,28 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument("--api-url", action="append", dest="api_urls", default=[], help="A generic remote endpoint.")
-    parser.add_argument("--chunking", choices=[s.value for s in Strategy], default=Strategy.SENTENCES.value)
-    parser.add_argument("--chunk-size", type=int, default=500, help="Characters (tokens for --chunking tokens).")
-    parser.add_argument("--overlap", type=int, default=0, help="Characters (tokens) each chunk repeats.")
-    parser.add_argument("--assignment", choices=[a.value for a in Assignment], default=Assignment.ROUND_ROBIN.value)
+    parser.add_argument(
+        "--chunking",
+        choices=[s.value for s in Strategy],
+        default=Strategy.SENTENCES.value,
+        help="sentences packs whole sentences; chars cuts at a fixed size; tokens counts the model's tokens "
+        "(default: sentences).",
+    )
+    parser.add_argument(
+        "--chunk-size", type=int, default=500, help="Characters (tokens for --chunking tokens) (default: 500)."
+    )
+    parser.add_argument("--overlap", type=int, default=0, help="Characters (tokens) each chunk repeats (default: 0).")
+    parser.add_argument(
+        "--assignment",
+        choices=[a.value for a in Assignment],
+        default=Assignment.ROUND_ROBIN.value,
+        help="round_robin: chunk i to target i mod n; broadcast: every chunk to every target (default: round_robin).",
+    )
+    parser.add_argument(
+        "--ordered",
+        action="store_true",
+        help="Write lines in document and chunk order (default: completion order, which never holds results back).",
+    )
     parser.add_argument(
         "--timeout-s", type=float, default=None, help="Per-chunk deadline, queueing included (default: the largest)."
     )
@@ -103,13 +132,17 @@ def _target(value: str) -> str | dict[str, Any]:
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run the command the parsed flags describe; returns the exit status."""
-    from service.offline.session import run_async  # loads torch: only when the command runs
-
     level = settings.log_level if "log_level" in settings.model_fields_set else "warning"
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for entry in settings.models:
         if entry.path is not None and not entry.path.is_dir():
             return _usage(f"model {entry.id!r}: {entry.path} is not a directory")
+    # Checked here rather than per document: a bad value would otherwise skip every document, one by one.
+    if args.timeout_s is not None and not 0 < args.timeout_s <= settings.remote_max_timeout_s:
+        limit = settings.remote_max_timeout_s
+        return _usage(
+            f"--timeout-s must be in (0, {limit}] (raise --remote-max-timeout-s for more), got {args.timeout_s}"
+        )
     try:
         options = RunOptions.build(
             args.inputs,
@@ -129,7 +162,16 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
             fail_fast=args.fail_fast,
             max_in_flight=args.max_in_flight,
             quiet=args.quiet,
+            ordered=args.ordered,
         )
+        # Usage errors are answered before torch is imported (seconds): inputs, then the output.
+        check_inputs(options.inputs)
+        options.check_output()
+    except (ValueError, FileExistsError) as exc:
+        return _usage(str(exc))
+    from service.offline.session import run_async  # loads torch: only when the command runs
+
+    try:
         summary = asyncio.run(run_async(options, settings, handle_signals=True))
     except (ValueError, FileExistsError) as exc:
         return _usage(str(exc))

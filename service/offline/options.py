@@ -23,7 +23,9 @@ class RunOptions:
 
     ``timeout_s`` bounds each chunk from its dispatch (queue wait included); None means the largest allowed
     (``remote_max_timeout_s``). ``max_in_flight`` is the window of (chunk, target) pairs in flight; None means
-    ``batch_window + max_batch_size``, enough to keep the batcher's sorting window full.
+    ``batch_window + max_batch_size``, enough to keep the batcher's sorting window full. ``ordered`` writes
+    lines in document and chunk order instead of completion order (results that finish early wait in a reorder
+    buffer that counts against ``max_in_flight``).
     """
 
     inputs: tuple[str | Path, ...]
@@ -42,6 +44,7 @@ class RunOptions:
     fail_fast: bool = False
     max_in_flight: int | None = None
     quiet: bool = False
+    ordered: bool = False
     stdin: BinaryIO | None = field(default=None, compare=False)
     stderr: TextIO | None = field(default=None, compare=False)
 
@@ -56,6 +59,16 @@ class RunOptions:
             raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
         if self.aggregate not in (None, "mean"):
             raise ValueError(f"aggregate must be 'mean' or None, got {self.aggregate!r}")
+
+    def check_output(self) -> None:
+        """Refuse to touch an existing output unless asked to resume or overwrite it.
+
+        Raises:
+            FileExistsError: the output exists, is not empty, and neither ``resume`` nor ``overwrite`` is set.
+        """
+        output = self.output
+        if output.exists() and output.stat().st_size and not (self.resume or self.overwrite):
+            raise FileExistsError(f"{output} exists; pass --resume to continue it or --overwrite to replace it")
 
     @classmethod
     def build(

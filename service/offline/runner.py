@@ -8,6 +8,7 @@ length-sorting window full, few enough that memory stays flat and no chunk waits
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from service.jobs.pipeline import ChunkResult, Pipeline, Plan
 from service.jobs.targets import Job, target_label
 from service.offline.feed import Feed
 from service.offline.options import RunOptions, Summary
+from service.offline.ordering import Reorder
 from service.offline.progress import Progress, make_progress
 from service.offline.reader import BadRecord, Document, count_documents, read_documents
 from service.offline.writer import (
@@ -41,6 +43,7 @@ class _Doc:
     fresh: bool = False
     means: dict[str, MeanAccumulator] = field(default_factory=dict)
     written: int = 0
+    seqs: dict[tuple[int, str], int] = field(default_factory=dict)  # (chunk, target) -> place in --ordered output
 
 
 class _Window:
@@ -86,6 +89,9 @@ class Runner:
         self._flush_due = False
         self._producer_done = False
         self._write_error: OSError | None = None
+        # --ordered: results are written in submission order; the window slot is held until the line is written,
+        # so the reorder buffer is bounded by max_in_flight too.
+        self.reorder = Reorder() if options.ordered else None
 
     def stop(self, reason: str) -> None:
         if self.summary.interrupted is None:
@@ -116,6 +122,8 @@ class Runner:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
+            if self.reorder is not None:
+                self.reorder.flush()
             self._flush()
             self.progress.close()
         if self._write_error is not None:
@@ -147,8 +155,13 @@ class Runner:
             state.means[target] = self.index.partial.pop(key) if key in self.index.partial else MeanAccumulator()
         work = [(c, t) for c, t in plan.work if not self.index.has(doc.id, c.index, target_label(t))]
         state.remaining = len(work)
+        if self.reorder is not None:
+            state.seqs = {(c.index, target_label(t)): self.reorder.number() for c, t in work}
         if not work:
-            self._finish(state)
+            if self.reorder is None:
+                self._finish(state)
+            else:
+                self.reorder.arrive(self.reorder.number(), lambda: self._finish(state))
             return
         for i in range(0, len(work), self.piece):
             piece = work[i : i + self.piece]
@@ -167,10 +180,18 @@ class Runner:
         try:
             async for result in self.pipeline.run(plan):
                 held -= 1
-                self.window.release(1)
-                self._record(state, result)
+                if self.reorder is None:
+                    self.window.release(1)
+                    self._record(state, result)
+                else:
+                    seq = state.seqs[(result.index, result.target)]
+                    self.reorder.arrive(seq, functools.partial(self._release_and_record, state, result))
         finally:
             self.window.release(held)
+
+    def _release_and_record(self, state: _Doc, result: ChunkResult) -> None:
+        self.window.release(1)
+        self._record(state, result)
 
     def _piece_done(self, task: asyncio.Task[None]) -> None:
         self.pieces.discard(task)

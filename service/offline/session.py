@@ -54,9 +54,8 @@ async def run_async(
         OSError: the output cannot be written.
     """
     check_inputs(options.inputs)
+    options.check_output()
     output = options.output
-    if output.exists() and output.stat().st_size and not (options.resume or options.overwrite):
-        raise FileExistsError(f"{output} exists; pass --resume to continue it or --overwrite to replace it")
     # Offline work is bounded by the runner's window; the queue limit is for concurrent clients of a server.
     settings = settings.model_copy(update={"max_queue": max(settings.max_queue, 1 << 40)})
     index = OutputIndex()

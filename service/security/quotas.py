@@ -64,6 +64,7 @@ class JobSlots:
             raise ValueError(f"limit must be >= 0, got {limit}")
         self.limit, self.retry_after_s = limit, retry_after_s
         self._running: dict[str, int] = {}
+        self.total = 0  # jobs running now, all callers together
 
     def running(self, key: str) -> int:
         """How many jobs ``key`` runs now."""
@@ -82,10 +83,13 @@ class JobSlots:
                 retry_after_s=self.retry_after_s,
             )
         self._running[key] = count + 1
+        self.total += 1
 
     def release(self, key: str) -> None:
         """One job of ``key`` ended."""
         count = self._running.get(key, 0) - 1
+        if count >= 0:
+            self.total -= 1
         if count > 0:
             self._running[key] = count
         else:

@@ -83,7 +83,13 @@ class GracefulServer(uvicorn.Server):
             server.close()  # refuse new connections before anything else
         self.drain.begin()
         if not await self.drain.settle(self.timeout_s):
-            log.warning("%d WebSocket session(s) still open after %.0f s", self.drain.sessions, self.timeout_s)
+            fields = {"sessions": self.drain.sessions, "timeout_s": self.timeout_s}
+            log.warning(
+                "%d WebSocket session(s) still open after %.0f s",
+                self.drain.sessions,
+                self.timeout_s,
+                extra={"fields": fields},
+            )
         left = self.timeout_s - (time.monotonic() - started)
         self.config.timeout_graceful_shutdown = max(1, round(left))
         await super().shutdown(sockets)

@@ -172,7 +172,12 @@ def _endpoints(app: FastAPI) -> Iterator[tuple[str, str]]:
             yield "WS", route.path
 
 
-def test_every_route_but_health_ready_and_metrics_needs_credentials(
+# Open: probes, metrics (auth_metrics off), and the pages that hold no data but must load before a person can
+# type a key: the docs (their schema too) and the dashboard's page; the dashboard's data is protected.
+OPEN_WITHOUT_CREDENTIALS = ("/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json", "/dashboard")
+
+
+def test_every_route_but_health_ready_metrics_and_the_pages_needs_credentials(
     servers: dict[str, str], tiny_bert_dir: Path, tiny_classifier_dir: Path
 ) -> None:
     app = create_app(tiny_settings(tiny_bert_dir, tiny_classifier_dir))  # only for its route table
@@ -184,11 +189,12 @@ def test_every_route_but_health_ready_and_metrics_needs_credentials(
             _ws(servers["keys"], None, accepted=False, via_subprotocol=False, path=path)
             continue
         response = httpx.request(method, url, timeout=30)
-        if path in ("/health", "/ready", "/metrics"):
+        if path in OPEN_WITHOUT_CREDENTIALS:
             assert response.status_code == 200, (method, path)
         else:
             _assert_refused(response)
     assert {"/v1/embeddings", "/v1/process", "/v1/ws", "/chat/", "/docs", "/openapi.json", "/metrics"} <= seen
+    assert {"/predict/", "/dashboard", "/dashboard/stats", "/redoc"} <= seen
     _assert_refused(httpx.get(servers["keys"] + "/no/such/route", timeout=30))  # no route discovery either
     models = httpx.get(servers["keys"] + "/v1/models", headers=_headers(API_KEY), timeout=30)
     assert models.status_code == 200 and models.json()["data"][0]["id"] == "tiny-embed"

@@ -83,3 +83,12 @@ def make_tiny_classifier(out: str | Path, labels: Sequence[str] = ("NEGATIVE", "
     torch.manual_seed(seed)
     BertForSequenceClassification(_bert_config(len(tok), tok.pad_token_id, labels)).save_pretrained(path)
     return path
+
+
+def make_tiny_cross_encoder(out: str | Path, seed: int = 0) -> Path:
+    """Save a tiny one-output ``BertForSequenceClassification`` (a cross-encoder, for rerank) into ``out``."""
+    path = Path(out)
+    tok = build_wordpiece_tokenizer(path)
+    torch.manual_seed(seed)
+    BertForSequenceClassification(_bert_config(len(tok), tok.pad_token_id, ("LABEL_0",))).save_pretrained(path)
+    return path

@@ -1,4 +1,4 @@
-"""``POST /v1/process`` (and the classic ``POST /process/``): chunk a text, process every chunk, report each."""
+"""``POST /v1/process`` (and the classic ``POST /process[/]``): chunk a text, process every chunk, report each."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 @router.post("/v1/process", response_model=ProcessResponse, responses=_ERRORS, dependencies=[JOB_SLOT])
 @router.post("/process/", response_model=ProcessResponse, responses=_ERRORS, dependencies=[JOB_SLOT])
+@router.post("/process", response_model=ProcessResponse, dependencies=[JOB_SLOT], include_in_schema=False)
 async def process(
     body: ProcessRequest, request: Request, pipeline: PipelineDep, limits: JobLimitsDep
 ) -> ProcessResponse:

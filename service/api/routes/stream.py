@@ -1,4 +1,4 @@
-"""``POST /v1/process/stream`` (and the classic ``POST /stream/``): results as Server-Sent Events."""
+"""``POST /v1/process/stream`` (and the classic ``POST /stream[/]``): results as Server-Sent Events."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ async def _sse(pipeline: Pipeline, plan: Plan) -> AsyncIterator[ServerSentEvent]
     dependencies=[JOB_SLOT],
 )
 @router.post("/stream/", response_class=EventSourceResponse, responses=_ERRORS, dependencies=[JOB_SLOT])
+@router.post("/stream", response_class=EventSourceResponse, dependencies=[JOB_SLOT], include_in_schema=False)
 async def process_stream(
     body: ProcessRequest, pipeline: PipelineDep, settings: SettingsDep, limits: JobLimitsDep
 ) -> EventSourceResponse:

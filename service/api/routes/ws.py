@@ -1,4 +1,4 @@
-"""WebSocket ``/v1/ws`` (and the classic ``/chat/``): many jobs on one connection, step-by-step progress.
+"""WebSocket ``/v1/ws`` (and the classic ``/chat[/]``): many jobs on one connection, step-by-step progress.
 
 Client → server: a JSON job (the /v1/process body, plus an optional ``job_id``) or plain text (defaults).
 Server → client: ``{"type": "step" | "progress" | "result" | "done" | "error", "job_id": ..., ...}``.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
+import uuid
 from typing import Any
 
 import orjson
@@ -61,7 +61,6 @@ class _Session:
         self.principal = principal
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1024)
         self.jobs: dict[str, asyncio.Task[None]] = {}
-        self._ids = itertools.count(1)
 
     async def writer(self) -> None:
         while True:
@@ -76,9 +75,13 @@ class _Session:
         stripped = raw.strip()
         if stripped.startswith("{"):
             payload = orjson.loads(stripped)
-            job_id = str(payload.pop("job_id", "") or f"job-{next(self._ids)}")[:64]
+            job_id = str(payload.pop("job_id", "") or self._new_id())[:64]
             return job_id, ProcessRequest.model_validate(payload)
-        return f"job-{next(self._ids)}", ProcessRequest(text=raw)
+        return self._new_id(), ProcessRequest(text=raw)
+
+    def _new_id(self) -> str:
+        # Random, not job-1, job-2...: a counter collides with ids clients pick themselves, and theirs are refused.
+        return f"job-{uuid.uuid4().hex}"
 
     async def run_job(self, job_id: str, request: ProcessRequest) -> None:
         try:
@@ -186,6 +189,7 @@ def _describe(exc: Exception) -> str:
 
 @router.websocket("/v1/ws")
 @router.websocket("/chat/")
+@router.websocket("/chat")
 async def jobs_socket(websocket: WebSocket) -> None:
     """Run jobs sent over the socket, pushing their steps and results."""
     settings: Settings = websocket.state.settings

@@ -96,3 +96,15 @@ def test_job_limit_zero_is_no_limit() -> None:
     for _ in range(100):
         slots.acquire("alice")
     assert slots.running("alice") == 100
+
+
+def test_job_slots_count_every_callers_running_jobs_together() -> None:
+    slots = JobSlots(2)
+    with slots.hold("a"), slots.hold("b"):
+        assert slots.total == 2
+        with slots.hold("a"):
+            assert slots.total == 3
+        assert slots.total == 2
+    assert slots.total == 0
+    slots.release("nobody")  # an unpaired release never drives the count below zero
+    assert slots.total == 0

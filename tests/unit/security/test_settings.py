@@ -109,7 +109,7 @@ def test_cors_wildcard_with_credentials_is_refused_at_start_up() -> None:
 def test_metrics_are_open_unless_auth_metrics() -> None:
     assert "/metrics" in access_from_settings(Settings()).open_paths
     closed = access_from_settings(Settings(auth_metrics=True)).open_paths
-    assert closed == {"/health", "/ready"}
+    assert closed == {"/health", "/ready", "/docs", "/redoc", "/openapi.json", "/dashboard"}
 
 
 def test_token_command_mints_a_token_the_server_accepts(
