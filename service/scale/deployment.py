@@ -1,0 +1,114 @@
+"""The Ray Serve deployment: each replica runs the unchanged app of ``create_app(settings)`` as its ingress.
+
+Every replica has its own lifespan, models, batchers and pipeline, exactly as one ``chunkserve serve`` process;
+Ray's proxy spreads requests (HTTP, SSE, WebSocket) over the replicas. Settings reach a replica from its own
+``CHUNKSERVE_*`` environment (``runtime_env.env_vars`` in a Serve config) overlaid with the ``settings`` mapping
+given to the application builder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.config import BackpressureConfig
+from ray.serve.deployment import Application
+
+from service.api.app import create_app
+from service.config import Settings
+from service.runtime import CPU_BATCH_SIZE, GPU_BATCH_SIZE
+from service.scale.asgi import LifespanState, hold_startup_until_warm
+
+DEPLOYMENT_NAME = "chunkserve"
+APP_NAME = "chunkserve"
+# A replica must see enough requests at once to fill its batches: single-input requests arrive one per slot.
+BATCHES_IN_FLIGHT = 4
+# Models load in the replica's start-up; a big model on a cold disk takes minutes.
+WARM_TIMEOUT_S = 600.0
+RETRY_AFTER_S = 1.0
+
+
+@dataclass(frozen=True)
+class ReplicaOptions:
+    """How the deployment is spread: replicas (or autoscaling bounds), resources and queue limits per replica."""
+
+    num_replicas: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_ongoing_requests: float | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_ongoing_requests: int | None = None
+    max_queued_requests: int = 256
+
+    def deployment_options(self, settings: Settings) -> dict[str, Any]:
+        """Keyword arguments of ``Deployment.options`` for these choices and ``settings``."""
+        batch = settings.max_batch_size or (GPU_BATCH_SIZE if self.num_gpus > 0 else CPU_BATCH_SIZE)
+        options: dict[str, Any] = {
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "max_ongoing_requests": self.max_ongoing_requests or BATCHES_IN_FLIGHT * batch,
+            "max_queued_requests": self.max_queued_requests,
+            "graceful_shutdown_timeout_s": settings.shutdown_timeout_s,
+        }
+        if self.max_replicas is not None:
+            options["autoscaling_config"] = {
+                "min_replicas": self.min_replicas if self.min_replicas is not None else 1,
+                "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests or 2 * batch,
+            }
+        else:
+            options["num_replicas"] = self.num_replicas
+        return options
+
+
+@serve.deployment(
+    name=DEPLOYMENT_NAME,
+    # Ray's own queue in front of the replicas: beyond it the proxy answers 503 + Retry-After itself.
+    max_queued_requests=256,
+    max_ongoing_requests=BATCHES_IN_FLIGHT * CPU_BATCH_SIZE,
+    backpressure_config=BackpressureConfig(status_code=503, retry_after_s=RETRY_AFTER_S),
+)
+@serve.ingress()
+class ChunkserveReplica:
+    """One replica: ``create_app(settings)`` behind Ray's proxy, healthy only while its models are warm."""
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        self.settings = Settings(**(settings or {}))
+        self.fastapi: FastAPI | None = None
+
+    def __serve_build_asgi_app__(self) -> LifespanState:
+        """The replica's app (Ray runs its lifespan; start-up returns once the models are warm)."""
+        app = create_app(self.settings)
+        hold_startup_until_warm(app, WARM_TIMEOUT_S)
+        self.fastapi = app
+        return LifespanState(app)
+
+    def check_health(self) -> None:
+        """The same readiness as ``/ready``: Ray replaces a replica whose batcher stopped.
+
+        Raises:
+            RuntimeError: the replica cannot take work (the reason as in ``/ready``).
+        """
+        registry = getattr(self.fastapi.state, "registry", None) if self.fastapi is not None else None
+        if registry is None:
+            return  # still starting: Ray sends no traffic until the start-up (warm-up included) returns
+        ok, detail = registry.readiness()
+        if not ok:
+            raise RuntimeError(detail)
+
+
+def build(settings: Settings, overrides: dict[str, Any], replicas: ReplicaOptions) -> Application:
+    """The application for ``serve.run``: ``overrides`` are the settings given explicitly (flags, config)."""
+    return ChunkserveReplica.options(**replicas.deployment_options(settings)).bind(overrides)  # type: ignore[attr-defined,no-any-return]
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry point of a Serve config file (``import_path: service.scale.deployment:app_builder``).
+
+    ``args.settings`` is a mapping of settings (as ``CHUNKSERVE_*`` without the prefix, lower case); the
+    ``deployments`` section of the config sets replicas, resources and queue limits over the defaults here.
+    """
+    overrides = dict(args.get("settings") or {})
+    return ChunkserveReplica.bind(overrides)  # type: ignore[attr-defined,no-any-return]

@@ -1,0 +1,171 @@
+"""The app on Ray Serve replicas: a local Ray cluster (2 CPUs, small object store), loopback only, tiny models."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from httpx_sse import connect_sse
+from websockets.sync.client import connect as ws_connect
+
+from tests.integration.conftest import tiny_settings, wait_ready
+from tests.support.ray_cluster import start_local_ray
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+from service.scale.deployment import APP_NAME, DEPLOYMENT_NAME, ReplicaOptions, build  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+TEXT = " ".join(f"Sentence {i} is about food and service." for i in range(20))
+MAX_QUEUE = 48
+TIGHT = "tight"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _overrides(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> dict[str, Any]:
+    return {
+        "models": [f"tiny-embed={tiny_bert_dir}:embedding", f"tiny-clf={tiny_classifier_dir}:classification"],
+        "device": "cpu",
+        "torch_threads": 1,
+        "max_batch_size": 16,
+        "max_wait_ms": 5,
+        "max_batch_tokens": 2048,
+        "max_inputs_per_request": 128,
+        "max_input_chars": 5000,
+        "max_queue": MAX_QUEUE,
+        "remote_allowlist": ["127.0.0.0/8"],
+        "shutdown_timeout_s": 5,
+    }
+
+
+def _running_replicas(app: str = APP_NAME) -> int:
+    status = serve.status().applications[app].deployments[DEPLOYMENT_NAME]
+    return int(status.replica_states.get("RUNNING", 0))
+
+
+@pytest.fixture(scope="module")
+def ray_url(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> Iterator[str]:
+    """Two replicas of the tiny app behind Ray's proxy, plus one tightly limited replica under /tight."""
+    start_local_ray()
+    port = _free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        overrides = _overrides(tiny_bert_dir, tiny_classifier_dir)
+        settings = tiny_settings(tiny_bert_dir, tiny_classifier_dir)
+        two = ReplicaOptions(num_replicas=2, num_cpus=0.25, max_ongoing_requests=16, max_queued_requests=64)
+        serve.run(build(settings, overrides, two), name=APP_NAME, route_prefix="/", blocking=False)
+        tight = ReplicaOptions(num_replicas=1, num_cpus=0.25, max_ongoing_requests=1, max_queued_requests=1)
+        serve.run(build(settings, overrides, tight), name=TIGHT, route_prefix=f"/{TIGHT}", blocking=False)
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, timeout_s=180)
+        wait_ready(f"{url}/{TIGHT}", timeout_s=60)
+        yield url
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _embed(url: str, texts: list[str]) -> list[list[float]]:
+    response = httpx.post(f"{url}/v1/embeddings", json={"model": "tiny-embed", "input": texts}, timeout=30)
+    assert response.status_code == 200, response.text
+    return [item["embedding"] for item in response.json()["data"]]
+
+
+def test_two_replicas_serve_embeddings_identical_to_chunkserve_serve(ray_url: str, tiny_url: str) -> None:
+    assert _running_replicas() == 2
+    texts = [f"text number {i} about nothing much" for i in range(6)]
+    expected = _embed(tiny_url, texts)
+    with ThreadPoolExecutor(4) as pool:  # both replicas take some; 4 x 6 inputs fit one queue
+        answers = list(pool.map(lambda _: _embed(ray_url, texts), range(24)))
+    for answer in answers:
+        np.testing.assert_allclose(answer, expected, atol=1e-5)
+
+
+def test_process_with_local_and_remote_targets_passes_the_proxy(ray_url: str, fake: str) -> None:
+    body = {"text": TEXT, "chunk_size": 120, "targets": [{"model": "tiny-embed"}, {"url": f"{fake}/generic"}]}
+    response = httpx.post(f"{ray_url}/v1/process", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["total"] == data["successful"] == len(data["chunks"]) > 4
+    assert "".join(c["text"] for c in data["chunks"]) == TEXT
+    for chunk, result in zip(data["chunks"], data["results"], strict=True):
+        if chunk["index"] % 2 == 0:
+            assert result["target"] == "tiny-embed" and len(result["result"]) == 32
+        else:
+            assert result["target"] == f"{fake}/generic"
+            assert result["result"]["echo"] == chunk["text"][:50]
+
+
+def test_sse_stream_passes_the_proxy(ray_url: str, fake: str) -> None:
+    body = {"text": TEXT, "chunk_size": 120, "targets": [{"model": "tiny-embed"}, {"url": f"{fake}/generic"}]}
+    with (
+        httpx.Client(timeout=60) as client,
+        connect_sse(client, "POST", f"{ray_url}/v1/process/stream", json=body) as source,
+    ):
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        events = [(sse.event, json.loads(sse.data)) for sse in source.iter_sse()]
+    kinds = [kind for kind, _ in events]
+    results = [data for kind, data in events if kind == "result"]
+    assert kinds[-1] == "summary", kinds
+    summary = events[-1][1]
+    assert summary["total"] == summary["successful"] == len(results) > 4
+    assert sorted(r["index"] for r in results) == list(range(len(results)))
+
+
+def test_websocket_job_passes_the_proxy(ray_url: str) -> None:
+    with ws_connect(ray_url.replace("http://", "ws://") + "/v1/ws", open_timeout=30) as ws:
+        ws.send(json.dumps({"job_id": "a", "text": TEXT, "chunk_size": 100, "targets": [{"model": "tiny-embed"}]}))
+        messages: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while not any(m["type"] in ("done", "error") for m in messages) and time.monotonic() < deadline:
+            messages.append(json.loads(ws.recv(timeout=30)))
+    assert [m["type"] for m in messages][-1] == "done", messages[-1]
+    results = [m for m in messages if m["type"] == "result"]
+    assert all(m["job_id"] == "a" for m in messages)
+    assert sorted(r["index"] for r in results) == list(range(messages[-1]["total"])) and len(results) > 2
+    assert all(r["success"] and len(r["result"]) == 32 for r in results)
+
+
+def test_a_replicas_full_queue_stays_503_with_retry_after(ray_url: str) -> None:
+    # More inputs than the replica's queue holds: the batcher refuses them at once with 503 + Retry-After.
+    body = {"model": "tiny-embed", "input": [f"t{i}" for i in range(MAX_QUEUE + 1)]}
+    response = httpx.post(f"{ray_url}/v1/embeddings", json=body, timeout=30)
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["error"]["code"] == "overloaded"
+
+
+def test_rays_own_queue_limit_answers_503_with_retry_after(ray_url: str, fake: str) -> None:
+    # /tight takes one request at a time and queues one more; beyond that Ray's proxy refuses with 503.
+    slow = {"text": "One chunk.", "targets": [{"url": f"{fake}/generic?latency_ms=3000"}]}
+    with ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(httpx.post, f"{ray_url}/{TIGHT}/v1/process", json=slow, timeout=30) for _ in range(2)]
+        refused = None
+        for _ in range(100):  # bounded: until both places are taken
+            response = httpx.post(f"{ray_url}/{TIGHT}/v1/process", json=slow, timeout=30)
+            if response.status_code == 503:
+                refused = response
+                break
+            time.sleep(0.05)
+        outcomes = [f.result(timeout=30) for f in held]
+    assert refused is not None, "Ray never refused a request beyond max_queued_requests"
+    assert int(refused.headers["retry-after"]) >= 1
+    # The held requests: the one the replica runs succeeds; the queued one may itself have been the one refused.
+    assert 200 in [r.status_code for r in outcomes]
+    assert all(r.status_code == 200 or int(r.headers["retry-after"]) >= 1 for r in outcomes)
