@@ -8,7 +8,6 @@ given to the application builder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,49 +17,15 @@ from ray.serve.deployment import Application
 
 from service.api.app import create_app
 from service.config import Settings
-from service.runtime import CPU_BATCH_SIZE, GPU_BATCH_SIZE
+from service.runtime import CPU_BATCH_SIZE
 from service.scale.asgi import LifespanState, hold_startup_until_warm
+from service.scale.options import BATCHES_IN_FLIGHT, ReplicaOptions
 
 DEPLOYMENT_NAME = "chunkserve"
 APP_NAME = "chunkserve"
-# A replica must see enough requests at once to fill its batches: single-input requests arrive one per slot.
-BATCHES_IN_FLIGHT = 4
 # Models load in the replica's start-up; a big model on a cold disk takes minutes.
 WARM_TIMEOUT_S = 600.0
 RETRY_AFTER_S = 1.0
-
-
-@dataclass(frozen=True)
-class ReplicaOptions:
-    """How the deployment is spread: replicas (or autoscaling bounds), resources and queue limits per replica."""
-
-    num_replicas: int = 1
-    min_replicas: int | None = None
-    max_replicas: int | None = None
-    target_ongoing_requests: float | None = None
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    max_ongoing_requests: int | None = None
-    max_queued_requests: int = 256
-
-    def deployment_options(self, settings: Settings) -> dict[str, Any]:
-        """Keyword arguments of ``Deployment.options`` for these choices and ``settings``."""
-        batch = settings.max_batch_size or (GPU_BATCH_SIZE if self.num_gpus > 0 else CPU_BATCH_SIZE)
-        options: dict[str, Any] = {
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
-            "max_ongoing_requests": self.max_ongoing_requests or BATCHES_IN_FLIGHT * batch,
-            "max_queued_requests": self.max_queued_requests,
-            "graceful_shutdown_timeout_s": settings.shutdown_timeout_s,
-        }
-        if self.max_replicas is not None:
-            options["autoscaling_config"] = {
-                "min_replicas": self.min_replicas if self.min_replicas is not None else 1,
-                "max_replicas": self.max_replicas,
-                "target_ongoing_requests": self.target_ongoing_requests or 2 * batch,
-            }
-        else:
-            options["num_replicas"] = self.num_replicas
-        return options
 
 
 @serve.deployment(

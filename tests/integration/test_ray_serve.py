@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,8 @@ from tests.support.ray_cluster import start_local_ray
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
-from service.scale.deployment import APP_NAME, DEPLOYMENT_NAME, ReplicaOptions, build  # noqa: E402
+from service.scale.deployment import APP_NAME, DEPLOYMENT_NAME, build  # noqa: E402
+from service.scale.options import ReplicaOptions  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -169,3 +171,46 @@ def test_rays_own_queue_limit_answers_503_with_retry_after(ray_url: str, fake: s
     # The held requests: the one the replica runs succeeds; the queued one may itself have been the one refused.
     assert 200 in [r.status_code for r in outcomes]
     assert all(r.status_code == 200 or int(r.headers["retry-after"]) >= 1 for r in outcomes)
+
+
+def _replica_names(app: str) -> list[str]:
+    prefix = f"SERVE_REPLICA::{app}#{DEPLOYMENT_NAME}#"
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+
+
+def test_killing_a_replica_mid_load_answers_every_request(ray_url: str, tiny_url: str) -> None:
+    # Runs last in this module: it leaves Serve to replace the killed replica.
+    texts = ["first text of the load", "second text of the load"]
+    expected = _embed(tiny_url, texts)
+    victim = _replica_names(APP_NAME)[0]
+    answered = threading.Semaphore(0)
+
+    def call(_: int) -> httpx.Response:
+        try:
+            return httpx.post(f"{ray_url}/v1/embeddings", json={"model": "tiny-embed", "input": texts}, timeout=60)
+        finally:
+            answered.release()
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(call, i) for i in range(80)]
+        for _ in range(10):  # bounded by the calls' own timeout: the load is under way
+            answered.acquire(timeout=60)
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        responses = [f.result(timeout=120) for f in futures]
+    ok = [r for r in responses if r.status_code == 200]
+    failed = [r for r in responses if r.status_code != 200]
+    for response in ok:
+        np.testing.assert_allclose([d["embedding"] for d in response.json()["data"]], expected, atol=1e-5)
+    # Only requests the dead replica had already taken may fail (at most its max_ongoing_requests), each with a
+    # status and a message that say so, never a hang.
+    assert len(failed) <= 16, [(r.status_code, r.text[:200]) for r in failed]
+    for response in failed:
+        assert response.status_code in (500, 503), response.text
+        assert response.text.strip(), "an error without a message"
+    print(f"replica killed mid-load: {len(ok)} answered, {len(failed)} failed: {[r.text[:120] for r in failed]}")
+    deadline = time.monotonic() + 120
+    while _running_replicas() < 2 and time.monotonic() < deadline:  # Serve replaces the replica
+        time.sleep(0.5)
+    assert _running_replicas() == 2
+    assert victim not in _replica_names(APP_NAME)
+    np.testing.assert_allclose(_embed(ray_url, texts), expected, atol=1e-5)
