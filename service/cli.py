@@ -95,9 +95,28 @@ def _serve(args: argparse.Namespace) -> int:
     for entry in settings.models:
         if entry.path is not None and not entry.path.is_dir():
             raise SystemExit(f"chunkserve: model {entry.id!r}: {entry.path} is not a directory")
+    if args.ray is not None:
+        return _serve_on_ray(args, settings)
     from service.server.serving import serve
 
     return serve(settings, port_file=args.port_file)
+
+
+def _serve_on_ray(args: argparse.Namespace, settings: Settings) -> int:
+    from service.scale.options import replica_options
+
+    if settings.workers > 1:
+        raise SystemExit("chunkserve: --workers is for one machine; with --ray use --replicas")
+    try:
+        replicas = replica_options(args)
+        from service.scale.replicas import serve_on_ray
+    except ValueError as exc:
+        raise SystemExit(f"chunkserve: {exc}") from None
+    except ImportError as exc:
+        raise SystemExit(f"chunkserve: --ray needs Ray: pip install 'chunkserve[ray]' ({exc})") from None
+    # Only what was given here travels as arguments; the rest each replica reads from its own environment.
+    overrides = settings.model_dump(mode="json", include=set(settings.model_fields_set) - ENV_ONLY)
+    return serve_on_ray(settings, overrides, args.ray, replicas, port_file=args.port_file)
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -178,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port-file", type=Path, default=None, help="Write the bound port to this file once listening (for --port 0)."
     )
+    from service.scale.options import add_ray_serve_arguments
+
+    add_ray_serve_arguments(serve)
     serve.set_defaults(func=_serve)
 
     probe = sub.add_parser("probe", help="Exit 0 if the local server is ready (for container health checks).")

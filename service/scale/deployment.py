@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
 from ray import serve
 from ray.serve.config import BackpressureConfig
 from ray.serve.deployment import Application
 
-from service.api.app import create_app
+from service.api.hosted import HostedApp
 from service.config import Settings
 from service.runtime import CPU_BATCH_SIZE
-from service.scale.asgi import LifespanState, hold_startup_until_warm
 from service.scale.options import BATCHES_IN_FLIGHT, ReplicaOptions
 
 DEPLOYMENT_NAME = "chunkserve"
@@ -41,14 +39,12 @@ class ChunkserveReplica:
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self.settings = Settings(**(settings or {}))
-        self.fastapi: FastAPI | None = None
+        self.hosted: HostedApp | None = None
 
-    def __serve_build_asgi_app__(self) -> LifespanState:
+    def __serve_build_asgi_app__(self) -> HostedApp:
         """The replica's app (Ray runs its lifespan; start-up returns once the models are warm)."""
-        app = create_app(self.settings)
-        hold_startup_until_warm(app, WARM_TIMEOUT_S)
-        self.fastapi = app
-        return LifespanState(app)
+        self.hosted = HostedApp(self.settings, warm_timeout_s=WARM_TIMEOUT_S)
+        return self.hosted
 
     def check_health(self) -> None:
         """The same readiness as ``/ready``: Ray replaces a replica whose batcher stopped.
@@ -56,12 +52,9 @@ class ChunkserveReplica:
         Raises:
             RuntimeError: the replica cannot take work (the reason as in ``/ready``).
         """
-        registry = getattr(self.fastapi.state, "registry", None) if self.fastapi is not None else None
-        if registry is None:
-            return  # still starting: Ray sends no traffic until the start-up (warm-up included) returns
-        ok, detail = registry.readiness()
-        if not ok:
-            raise RuntimeError(detail)
+        readiness = self.hosted.readiness() if self.hosted is not None else None
+        if readiness is not None and not readiness[0]:
+            raise RuntimeError(readiness[1])
 
 
 def build(settings: Settings, overrides: dict[str, Any], replicas: ReplicaOptions) -> Application:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.config import Settings
-from service.runtime import CPU_BATCH_SIZE, GPU_BATCH_SIZE
 
 # A replica must see enough requests at once to fill its batches: single-input requests arrive one per slot.
 BATCHES_IN_FLIGHT = 4
@@ -44,6 +43,8 @@ class ReplicaOptions:
         ``max_ongoing_requests`` defaults to ``BATCHES_IN_FLIGHT`` x the batch size so that each replica's batcher
         still sees full batches when every request carries one input.
         """
+        from service.runtime import CPU_BATCH_SIZE, GPU_BATCH_SIZE  # loads torch: not while parsing flags
+
         batch = settings.max_batch_size or (GPU_BATCH_SIZE if self.num_gpus > 0 else CPU_BATCH_SIZE)
         options: dict[str, Any] = {
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
