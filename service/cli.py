@@ -114,9 +114,7 @@ def _serve_on_ray(args: argparse.Namespace, settings: Settings) -> int:
         raise SystemExit(f"chunkserve: {exc}") from None
     except ImportError as exc:
         raise SystemExit(f"chunkserve: --ray needs Ray: pip install 'chunkserve[ray]' ({exc})") from None
-    # Only what was given here travels as arguments; the rest each replica reads from its own environment.
-    overrides = settings.model_dump(mode="json", include=set(settings.model_fields_set) - ENV_ONLY)
-    return serve_on_ray(settings, overrides, args.ray, replicas, port_file=args.port_file)
+    return serve_on_ray(settings, _overrides(settings), args.ray, replicas, port_file=args.port_file)
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -162,7 +160,31 @@ def _run(args: argparse.Namespace) -> int:
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # the operator's own allocator tuning wins
         limit_heap_growth()
 
-    return run_command(args, settings_from_args(args))
+    settings = settings_from_args(args)
+    if args.ray is not None:
+        return _run_on_ray(args, settings)
+    return run_command(args, settings)
+
+
+def _overrides(settings: Settings) -> dict[str, Any]:
+    # Only what was given here travels as arguments; the rest each Ray process reads from its environment.
+    return settings.model_dump(mode="json", include=set(settings.model_fields_set) - ENV_ONLY)
+
+
+def _run_on_ray(args: argparse.Namespace, settings: Settings) -> int:
+    from service.offline.command import finish, options_from_args, usage
+    from service.scale.options import replica_options
+
+    try:
+        from service.scale.data import run_on_ray
+    except ImportError as exc:
+        raise SystemExit(f"chunkserve run: --ray needs Ray: pip install 'chunkserve[ray]' ({exc})") from None
+    try:
+        options = options_from_args(args)
+        summary = run_on_ray(options, settings, _overrides(settings), args.ray, replica_options(args))
+    except (ValueError, FileExistsError) as exc:
+        return usage(str(exc))
+    return finish(args, summary)
 
 
 def _fake_remote(args: argparse.Namespace) -> int:
@@ -219,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     offline = sub.add_parser("run", help="Process files offline into JSONL (no server, no HTTP).")
     add_run_arguments(offline)
     add_settings_flags(offline, skip=SERVER_ONLY, wording=RUN_WORDING)
+    from service.scale.options import add_ray_run_arguments
+
+    add_ray_run_arguments(offline)
     offline.set_defaults(func=_run)
 
     fake = sub.add_parser("fake-remote", help="Run a fake remote AI API (tests, benchmarks).")

@@ -97,6 +97,23 @@ def add_ray_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_ray_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``chunkserve run --ray [ADDRESS]``: the actor pool that holds the models."""
+    group = parser.add_argument_group("Ray Data (pip install 'chunkserve[ray]')")
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL,
+        default=None,
+        metavar="ADDRESS",
+        help="Spread documents over Ray Data actors: a cluster address (auto, HOST:PORT, ray://HOST:10001), or "
+        "none to start a local Ray. --aggregate is not supported there yet.",
+    )
+    group.add_argument("--replicas", type=int, default=1, help="Actors, each with its own models [default: 1].")
+    group.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per actor [default: 1].")
+    group.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs per actor (1 on GPU hosts).")
+
+
 def replica_options(args: argparse.Namespace) -> ReplicaOptions:
     """The replica flags as ``ReplicaOptions``.
 
@@ -105,11 +122,11 @@ def replica_options(args: argparse.Namespace) -> ReplicaOptions:
     """
     return ReplicaOptions(
         num_replicas=args.replicas,
-        min_replicas=args.min_replicas,
-        max_replicas=args.max_replicas,
-        target_ongoing_requests=args.target_ongoing_requests,
+        min_replicas=getattr(args, "min_replicas", None),
+        max_replicas=getattr(args, "max_replicas", None),
+        target_ongoing_requests=getattr(args, "target_ongoing_requests", None),
         num_cpus=args.replica_cpus,
         num_gpus=args.replica_gpus,
-        max_ongoing_requests=args.max_ongoing_requests,
-        max_queued_requests=args.max_queued_requests,
+        max_ongoing_requests=getattr(args, "max_ongoing_requests", None),
+        max_queued_requests=getattr(args, "max_queued_requests", 256),
     )

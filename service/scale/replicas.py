@@ -12,8 +12,9 @@ from typing import Any
 import ray
 from ray import serve
 
-from service.config import Settings, chunkserve_environment
+from service.config import Settings
 from service.observability.logs import configure_logging
+from service.scale.cluster import connect
 from service.scale.deployment import APP_NAME, build
 from service.scale.options import LOCAL, ReplicaOptions
 
@@ -26,16 +27,6 @@ def _free_port(host: str) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def connect(address: str) -> None:
-    """Join the Ray cluster at ``address`` (``local``: start one on this machine) with our settings in reach.
-
-    The ``CHUNKSERVE_*`` variables set here travel to every replica (``runtime_env.env_vars``), so replicas on
-    other machines read the same settings as this process.
-    """
-    runtime_env: dict[str, Any] = {"env_vars": chunkserve_environment()}
-    ray.init(address=None if address == LOCAL else address, runtime_env=runtime_env, include_dashboard=False)
 
 
 def serve_on_ray(
