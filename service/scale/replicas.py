@@ -47,10 +47,10 @@ def serve_on_ray(
         serve.start(http_options={"host": settings.host, "port": port})
         serve.run(build(settings, overrides, replicas), name=APP_NAME, route_prefix="/", blocking=False)
         log.info("serving on Ray at http://%s:%d with %s", settings.host, port, replicas)
-        if port_file is not None:
-            from service.server.serving import write_port_file
-
-            write_port_file(port_file, port)
+        if port_file is not None:  # atomically, as ``chunkserve serve`` does: never read half-written
+            tmp = port_file.with_name(port_file.name + ".tmp")
+            tmp.write_text(f"{port}\n", encoding="utf-8")
+            tmp.replace(port_file)
         stop.wait()
         # Ray stops routing to the replicas, lets requests in flight finish (graceful_shutdown_timeout_s), then
         # runs each replica's lifespan shutdown: the batchers drain as on SIGTERM.
@@ -59,6 +59,6 @@ def serve_on_ray(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if address == LOCAL:
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
     return 0

@@ -114,8 +114,9 @@ class ChunkWorker:
         async for result in self.pipeline.run(Plan(plan.job, plan.chunks, work)):
             chunk = plan.chunks[result.index]
             error = {"type": result.error.type, "message": result.error.message} if result.error else None
-            raw = chunk_line(doc_id, chunk.start, chunk.end, result.index, result.target, result.success,
-                             result.result, error)
+            raw = chunk_line(
+                doc_id, chunk.start, chunk.end, result.index, result.target, result.success, result.result, error
+            )
             lines.append((raw.decode().rstrip("\n"), 0 if result.success else 1))
         return lines, ""
 
