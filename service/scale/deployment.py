@@ -58,8 +58,13 @@ class ChunkserveReplica:
 
 
 def build(settings: Settings, overrides: dict[str, Any], replicas: ReplicaOptions) -> Application:
-    """The application for ``serve.run``: ``overrides`` are the settings given explicitly (flags, config)."""
-    return ChunkserveReplica.options(**replicas.deployment_options(settings)).bind(overrides)  # type: ignore[attr-defined,no-any-return]
+    """The application for ``serve.run``: ``overrides`` are the settings given explicitly (flags, config).
+
+    The proxy's address goes along as ``host``, so a replica refuses auth ``none`` behind a public proxy exactly as
+    ``chunkserve serve`` refuses it on a public address.
+    """
+    bound = {**overrides, "host": settings.host}
+    return ChunkserveReplica.options(**replicas.deployment_options(settings)).bind(bound)  # type: ignore[attr-defined,no-any-return]
 
 
 def app_builder(args: dict[str, Any]) -> Application:
@@ -68,5 +73,7 @@ def app_builder(args: dict[str, Any]) -> Application:
     ``args.settings`` is a mapping of settings (as ``CHUNKSERVE_*`` without the prefix, lower case); the
     ``deployments`` section of the config sets replicas, resources and queue limits over the defaults here.
     """
-    overrides = dict(args.get("settings") or {})
+    # A config file's proxy listens on every interface (http_options.host: 0.0.0.0) unless told otherwise: the
+    # replicas then refuse auth "none" (unless `insecure: true`), as `chunkserve serve --host 0.0.0.0` does.
+    overrides = {"host": "0.0.0.0", **(args.get("settings") or {})}
     return ChunkserveReplica.bind(overrides)  # type: ignore[attr-defined,no-any-return]
