@@ -62,12 +62,14 @@ def run_on_ray(
 
     Raises:
         FileExistsError: the output exists and neither ``resume`` nor ``overwrite`` is set.
-        ValueError: an input cannot be read, or ``--aggregate`` was asked for (not on Ray yet).
+        ValueError: an input cannot be read, or ``--aggregate`` or ``--fail-fast`` was asked for (not on Ray yet).
         OSError: the output cannot be written.
     """
     check_inputs(options.inputs)
     if options.aggregate is not None:
         raise ValueError("--aggregate is not supported with --ray yet; run without --ray for per-document means")
+    if options.fail_fast:
+        raise ValueError("--fail-fast is not supported with --ray yet: the actors run documents independently")
     output = options.output
     if output.exists() and output.stat().st_size and not (options.resume or options.overwrite):
         raise FileExistsError(f"{output} exists; pass --resume to continue it or --overwrite to replace it")

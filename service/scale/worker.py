@@ -8,6 +8,7 @@ batcher sees full batches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -122,10 +123,12 @@ class ChunkWorker:
 
     def __del__(self) -> None:
         # An actor ends with its process; close the engines and the client if the loop still runs.
-        if getattr(self, "loop", None) is not None and self.loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self._close(), self.loop)
-            future.result(timeout=10)
-            self.loop.call_soon_threadsafe(self.loop.stop)
+        if getattr(self, "loop", None) is None or not self.loop.is_running():
+            return
+        # At interpreter exit the loop may already be going away: closing is best effort there.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
     async def _close(self) -> None:
         await self.registry.close(drain=False)
