@@ -76,7 +76,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument("--threads", default=None, help="Torch threads for every configuration (default: THREADS).")
     args = parser.parse_args()
+    if args.threads is not None:
+        THREADS.update(dict.fromkeys(THREADS, args.threads))
     best: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in CONFIGS}
     rounds: list[dict[str, Any]] = []
     port = 18300
@@ -97,7 +100,7 @@ def main() -> int:
     }
     report = {
         "scenario": "ray-serve",
-        "command": "python scripts/bench_ray.py --out " + str(args.out),
+        "command": "python scripts/bench_ray.py " + " ".join(sys.argv[1:]),
         "machine": {
             "cpus": os.cpu_count(),
             "cpu": "Intel Xeon (AVX-512, AMX), 2 vCPUs shared with other work: noisy",
