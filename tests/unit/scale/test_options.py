@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from service.cli import build_parser, main
 from service.config import Settings
@@ -78,7 +79,7 @@ def test_shipped_configs_are_valid_serve_configs(which: str) -> None:
     assert deployment["ray_actor_options"]["num_gpus"] == 1
     assert deployment["env"]["CHUNKSERVE_AUTH_MODE"] != "none"  # the proxy listens on every interface
     settings = {k: v for k, v in deployment["settings"].items() if k != "models"}
-    Settings(**settings, auth_mode="api-key", api_keys=["reader:" + "k" * 32])  # every setting named is real
+    Settings(**settings, auth_mode="api-key", api_keys=[SecretStr("reader:" + "k" * 32)])  # every setting is real
 
 
 def test_the_app_builder_builds_without_a_cluster() -> None:
