@@ -7,7 +7,9 @@ and appends the lines the actors return as they stream back, so an interrupted r
 
 from __future__ import annotations
 
+import queue
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
@@ -28,8 +30,43 @@ from service.scale.worker import ChunkWorker, JobSpec
 DOCS_PER_CALL = 16
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; carries the signal's name."""
+_END = object()
+_POLL_S = 0.1  # how soon a signal is noticed while the next batch is still being computed
+
+
+def _batches(dataset: Any, stop: list[str]) -> Iterator[dict[str, Any]]:
+    """The dataset's output batches as they complete, until they end or ``stop`` gets a signal's name.
+
+    Ray's iterator blocks until the next batch is done; a thread pulls from it so that a signal is acted on
+    within ``_POLL_S`` instead of after the batch in flight.
+
+    Raises:
+        Exception: whatever the pipeline raised.
+    """
+    ready: queue.Queue[Any] = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                ready.put(batch)
+                if stop:
+                    return
+        except Exception as exc:
+            ready.put(exc)
+        finally:
+            ready.put(_END)
+
+    threading.Thread(target=pump, name="ray-data-results", daemon=True).start()
+    while not stop:
+        try:
+            item = ready.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+        if item is _END:
+            return
+        if isinstance(item, Exception):
+            raise item
+        yield item
 
 
 def _rows(options: RunOptions, index: OutputIndex, summary: Summary) -> Iterator[dict[str, str]]:
@@ -81,22 +118,31 @@ def run_on_ray(
     rows = list(_rows(options, index, summary))
     connect(address)
     started = time.perf_counter()
-    dataset = ray.data.from_items(rows).map_batches(
+    # One block per actor call: each call's lines stream back (and are written) as soon as it is done.
+    blocks = max(1, -(-len(rows) // DOCS_PER_CALL))
+    dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
         ChunkWorker,
         fn_constructor_kwargs={"settings": overrides, "spec": _spec(options, settings)},
         batch_size=DOCS_PER_CALL,
-        concurrency=workers.num_replicas,
+        # One call at a time in each actor (the next one already shipped): a call's documents fill the batcher,
+        # and its lines come back, and are written, as soon as it is done rather than with its neighbours'.
+        compute=ray.data.ActorPoolStrategy(
+            size=workers.num_replicas, max_tasks_in_flight_per_actor=2, max_concurrent_calls_per_actor=1
+        ),
         num_cpus=workers.num_cpus,
         num_gpus=workers.num_gpus,
     )
 
+    stop: list[str] = []
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+        # Only a flag: an exception raised here would surface inside Ray's own code, wherever the main thread is.
+        stop.append(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     writer = ResultWriter(output, append=options.resume)
     try:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in _batches(dataset, stop):
             for line, note, failed in zip(batch["line"], batch["note"], batch["failed"], strict=True):
                 if note:
                     summary.skipped += 1
@@ -107,12 +153,12 @@ def run_on_ray(
                 summary.chunks += 1
                 summary.failed_chunks += int(failed)
             writer.flush()
-    except Interrupted as stop:
-        summary.interrupted = str(stop)
     finally:
         writer.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if stop:
+        summary.interrupted = stop[0]
     summary.documents = len(rows)
     summary.elapsed_s = round(time.perf_counter() - started, 3)
     summary.lines = writer.lines

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pytestmark = pytest.mark.timeout(240)
 
+ROOT = Path(__file__).resolve().parents[2]
 WORDS = "the movie food service dog cat guitar world model server token query great bad love hate".split()
 Key = tuple[str, int, str]
 
@@ -104,3 +111,40 @@ def test_resume_completes_an_interrupted_ray_run_without_duplicates(
     resumed = _lines(cut)
     _assert_same(resumed, expected)
     assert cut.read_bytes().startswith(b"".join(kept))  # what was there stays, only the torn line was cut
+
+
+def test_sigterm_then_resume_completes_a_ray_run(
+    local_ray: None, tiny_bert_dir: Path, fake: str, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(80):  # five actor calls of 16 documents
+        (corpus / f"doc{i:02d}.txt").write_text(_text(i), encoding="utf-8")
+    expected_run, out = tmp_path / "expected.jsonl", tmp_path / "out.jsonl"
+    # A remote that holds every answer 3 s, and one actor taking one call at a time: each call's lines arrive
+    # about 3 s after the previous one's, and the signal comes after the first.
+    slow = f"{fake}/generic?latency_ms=3000"
+    args = [a.replace(f"{fake}/generic", slow) for a in _args(tiny_bert_dir, corpus, out, fake)]
+    assert main([a.replace(str(out), str(expected_run)) for a in args]) == 0
+    expected = _lines(expected_run)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKSERVE_")}
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="csray-", dir="/tmp")
+    one_actor = ["--ray", "--replicas", "1", "--replica-cpus", "0.25"]
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", *args, *one_actor], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 150
+        while not (out.exists() and out.stat().st_size) and time.monotonic() < deadline:
+            assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before it could be interrupted"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    partial = _lines(out)  # whole lines only
+    assert 0 < len(partial) < len(expected)
+    assert main([*args, *RAY, "--resume"]) == 0
+    resumed = _lines(out)  # no duplicates
+    assert resumed.keys() == expected.keys()
+    assert all(line["success"] for line in resumed.values())
