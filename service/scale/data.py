@@ -99,7 +99,7 @@ def run_on_ray(
 
     Raises:
         FileExistsError: the output exists and neither ``resume`` nor ``overwrite`` is set.
-        ValueError: an input cannot be read, or ``--aggregate`` or ``--fail-fast`` was asked for (not on Ray yet).
+        ValueError: an input cannot be read, or ``--aggregate``, ``--fail-fast`` or ``--ordered`` (not on Ray yet).
         OSError: the output cannot be written.
     """
     check_inputs(options.inputs)
@@ -107,6 +107,8 @@ def run_on_ray(
         raise ValueError("--aggregate is not supported with --ray yet; run without --ray for per-document means")
     if options.fail_fast:
         raise ValueError("--fail-fast is not supported with --ray yet: the actors run documents independently")
+    if options.ordered:
+        raise ValueError("--ordered is not supported with --ray yet: lines come in completion order")
     output = options.output
     if output.exists() and output.stat().st_size and not (options.resume or options.overwrite):
         raise FileExistsError(f"{output} exists; pass --resume to continue it or --overwrite to replace it")

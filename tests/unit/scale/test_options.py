@@ -97,7 +97,7 @@ def test_rayservice_and_serve_config_deploy_the_same_replicas() -> None:
         assert ours[key] == theirs[key], key
 
 
-@pytest.mark.parametrize("flag", ["--aggregate=mean", "--fail-fast"])
+@pytest.mark.parametrize("flag", ["--aggregate=mean", "--fail-fast", "--ordered"])
 def test_run_on_ray_refuses_what_it_cannot_do_yet(
     flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
