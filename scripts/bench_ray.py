@@ -47,7 +47,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 300)
     raise RuntimeError(f"{url} not ready in {timeout_s} s")
 
 
-def _measure(name: str, port: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def _measure(name: str, port: int, args: argparse.Namespace, work: Path) -> dict[str, dict[str, Any]]:
     env = {**os.environ, "CHUNKSERVE_TORCH_THREADS": THREADS[name], "RAY_TMPDIR": str(work)}
     log = (work / f"{name}.log").open("wb")
     cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *CONFIGS[name]]
@@ -58,8 +58,10 @@ def _measure(name: str, port: int, args: argparse.Namespace, work: Path) -> dict
         out = work / f"{name}-{port}.json"
         bench = [sys.executable, "-m", "service.cli", "bench", "--url", url, "--concurrency", args.concurrency]
         subprocess.run([*bench, "--requests", str(args.requests), "--out", str(out)], cwd=ROOT, check=True)
-        result: dict[str, Any] = json.loads(out.read_text())
-        return result
+        # results.json: runs → the one scenario → servers → the one server measured → level ("c32") → figures.
+        (run,) = json.loads(out.read_text())["runs"].values()
+        (levels,) = run["servers"].values()
+        return {str(level): fig for level, fig in levels.items()}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -87,12 +89,12 @@ def main() -> int:
         for r in range(args.rounds):
             for name in CONFIGS:
                 port += 1
-                levels = {str(level["concurrency"]): level for level in _measure(name, port, args, Path(tmp))["server"]}
+                levels = _measure(name, port, args, Path(tmp))
                 rounds.append({"round": r, "config": name, "levels": levels})
                 for c, level in levels.items():
                     if c not in best[name] or level["inputs_per_s"] > best[name][c]["inputs_per_s"]:
                         best[name][c] = level
-    keep = ("inputs_per_s", "p50_ms", "p90_ms", "p99_ms", "errors", "requests")
+    keep = ("inputs_per_s", "p50_ms", "p90_ms", "p99_ms")
     summary = {name: {c: {k: lv[k] for k in keep} for c, lv in levels.items()} for name, levels in best.items()}
     ratios = {
         name: {c: round(lv["inputs_per_s"] / summary["serve"][c]["inputs_per_s"], 3) for c, lv in levels.items()}
