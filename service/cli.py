@@ -1,4 +1,4 @@
-"""The ``chunkserve`` command: serve | run | bench | fake-remote | token | probe."""
+"""The ``chunkserve`` command: serve | run | bench | tune | fake-remote | token | probe."""
 
 from __future__ import annotations
 
@@ -95,9 +95,26 @@ def _serve(args: argparse.Namespace) -> int:
     for entry in settings.models:
         if entry.path is not None and not entry.path.is_dir():
             raise SystemExit(f"chunkserve: model {entry.id!r}: {entry.path} is not a directory")
+    if args.ray is not None:
+        return _serve_on_ray(args, settings)
     from service.server.serving import serve
 
     return serve(settings, port_file=args.port_file)
+
+
+def _serve_on_ray(args: argparse.Namespace, settings: Settings) -> int:
+    from service.scale.options import replica_options
+
+    if settings.workers > 1:
+        raise SystemExit("chunkserve: --workers is for one machine; with --ray use --replicas")
+    try:
+        replicas = replica_options(args)
+        from service.scale.replicas import serve_on_ray
+    except ValueError as exc:
+        raise SystemExit(f"chunkserve: {exc}") from None
+    except ImportError as exc:
+        raise SystemExit(f"chunkserve: --ray needs Ray: pip install 'chunkserve[ray]' ({exc})") from None
+    return serve_on_ray(settings, _overrides(settings), args.ray, replicas, port_file=args.port_file)
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -143,7 +160,31 @@ def _run(args: argparse.Namespace) -> int:
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # the operator's own allocator tuning wins
         limit_heap_growth()
 
-    return run_command(args, settings_from_args(args))
+    settings = settings_from_args(args)
+    if args.ray is not None:
+        return _run_on_ray(args, settings)
+    return run_command(args, settings)
+
+
+def _overrides(settings: Settings) -> dict[str, Any]:
+    # Only what was given here travels as arguments; the rest each Ray process reads from its environment.
+    return settings.model_dump(mode="json", include=set(settings.model_fields_set) - ENV_ONLY)
+
+
+def _run_on_ray(args: argparse.Namespace, settings: Settings) -> int:
+    from service.offline.command import finish, options_from_args, usage
+    from service.scale.options import replica_options
+
+    try:
+        from service.scale.data import run_on_ray
+    except ImportError as exc:
+        raise SystemExit(f"chunkserve run: --ray needs Ray: pip install 'chunkserve[ray]' ({exc})") from None
+    try:
+        options = options_from_args(args)
+        summary = run_on_ray(options, settings, _overrides(settings), args.ray, replica_options(args))
+    except (ValueError, FileExistsError) as exc:
+        return usage(str(exc))
+    return finish(args, summary)
 
 
 def _fake_remote(args: argparse.Namespace) -> int:
@@ -159,6 +200,12 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from service.bench.run import run_tune
+
+    return run_tune(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(
@@ -172,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port-file", type=Path, default=None, help="Write the bound port to this file once listening (for --port 0)."
     )
+    from service.scale.options import add_ray_serve_arguments
+
+    add_ray_serve_arguments(serve)
     serve.set_defaults(func=_serve)
 
     probe = sub.add_parser("probe", help="Exit 0 if the local server is ready (for container health checks).")
@@ -191,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     offline = sub.add_parser("run", help="Process files offline into JSONL (no server, no HTTP).")
     add_run_arguments(offline)
     add_settings_flags(offline, skip=SERVER_ONLY, wording=RUN_WORDING)
+    from service.scale.options import add_ray_run_arguments
+
+    add_ray_run_arguments(offline)
     offline.set_defaults(func=_run)
 
     fake = sub.add_parser("fake-remote", help="Run a fake remote AI API (tests, benchmarks).")
@@ -200,20 +253,29 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--fail-rate", type=float, default=0.0, help="Share of requests answered 500.")
     fake.set_defaults(func=_fake_remote)
 
-    from service.bench.run import add_bench_arguments
+    from service.bench.run import add_bench_arguments, add_tune_arguments
 
     bench = sub.add_parser(
         "bench",
-        help="Measure a running server (and the in-process ceiling).",
+        help="Benchmark servers: chunkserve, any OpenAI-compatible one, the naive baseline; sweeps and reports.",
         description=(
-            "Measure chunkserve: closed-loop load on /v1/embeddings (with --raw, against the in-process ceiling), "
-            "a long text fanned out to a fake remote, time to the first streamed result, or chunkserve run. "
-            "Prints a table; --out writes the JSON."
+            "Measure chunkserve or any OpenAI-compatible server: closed- and open-loop load per scenario, against "
+            "the naive baseline (--baseline naive), other servers (--vs, interleaved in rounds) and the in-process "
+            "ceiling (--raw); sweeps of batching settings (--sweep). Prints a table; --out DIR writes results.json, "
+            "report.md and plots."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_bench_arguments(bench)
     bench.set_defaults(func=_bench)
+    tune = sub.add_parser(
+        "tune",
+        help="Find the batching settings to use on this machine (a small sweep).",
+        description="Start chunkserve once per combination of settings, measure, and print the best settings.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_tune_arguments(tune)
+    tune.set_defaults(func=_tune)
     return parser
 
 

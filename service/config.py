@@ -6,6 +6,7 @@ environment variable.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -316,3 +317,8 @@ class Settings(BaseSettings):
     def model_entries(self) -> list[ModelEntry]:
         """The configured models, or the packaged default when none is configured."""
         return list(self.models) or [ModelEntry(id=DEFAULT_MODEL_ID, path=None, task=Task.EMBEDDING)]
+
+
+def chunkserve_environment() -> dict[str, str]:
+    """The ``CHUNKSERVE_*`` variables set here, to hand on to processes elsewhere (Ray replicas and workers)."""
+    return {name: value for name, value in os.environ.items() if name.startswith("CHUNKSERVE_")}

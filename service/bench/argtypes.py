@@ -47,3 +47,23 @@ def positive_int_list(raw: str) -> str:
     for part in parts:
         positive_int(part)
     return raw
+
+
+def positive_float_list(raw: str) -> str:
+    """Comma-separated numbers, each > 0 (kept as given).
+
+    Raises:
+        argparse.ArgumentTypeError: empty, or a value that is not a number > 0.
+    """
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected comma-separated numbers > 0, got nothing")
+    for part in parts:
+        positive_float(part)
+    return raw
+
+
+class DefaultLevels(str):
+    """A default list of levels, told apart from the same list given on the command line."""
+
+    __slots__ = ()

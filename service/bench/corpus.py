@@ -1,4 +1,4 @@
-"""The benchmark corpus: a built-in, seeded set of 20-250-word English texts, or the caller's own file."""
+"""The benchmark corpus: a built-in, seeded set of mixed-length English and Chinese texts, or the caller's own file."""
 
 from __future__ import annotations
 
@@ -19,14 +19,36 @@ carefully rarely often usually always never sometimes certainly probably clearly
 serve test train evaluate deploy scale split merge compute return answer improve
 """.split()
 _PUNCT = [".", ".", ".", "?", "!", ";", ","]
+_ZH_WORDS = """
+我们 服务器 模型 请求 延迟 批量 文本 向量 搜索 查询 文档 结果 网络 内存 设备 队列 线程 系统 数据 时间 今天 天气
+历史 科学 语言 音乐 城市 河流 山区 森林 研究 报告 问题 学校 国家 公司 市场 因为 但是 所以 然后 已经 可以 非常
+重要 快速 测试 部署 处理 长文本 分块 计算 结果 用户 需要 使用 返回 开始 结束 方法 工作 世界 人们 发展 技术
+""".split()
+_ZH_PUNCT = ["。", "。", "。", "？", "！", "；", "，"]
+ZH_EVERY = 5  # every fifth built-in text is Chinese
+
+
+def _chinese(rng: random.Random, words: int) -> str:
+    out: list[str] = []
+    sentence_left = rng.randint(6, 20)
+    for i in range(words):
+        out.append(rng.choice(_ZH_WORDS))
+        sentence_left -= 1
+        if sentence_left <= 0 or i == words - 1:
+            out.append(rng.choice(_ZH_PUNCT) if i < words - 1 else "。")
+            sentence_left = rng.randint(6, 20)
+    return "".join(out)
 
 
 def builtin_corpus(n: int = 2000, seed: int = 1234, min_words: int = 20, max_words: int = 250) -> list[str]:
-    """``n`` deterministic texts of ``min_words``..``max_words`` words, in sentences with punctuation."""
+    """``n`` deterministic texts of ``min_words``..``max_words`` words in sentences, every ``ZH_EVERY``-th Chinese."""
     rng = random.Random(seed)
     texts = []
-    for _ in range(n):
+    for k in range(n):
         words = rng.randint(min_words, max_words)
+        if k % ZH_EVERY == ZH_EVERY - 1:
+            texts.append(_chinese(rng, words))
+            continue
         out: list[str] = []
         sentence_left = rng.randint(6, 20)
         for i in range(words):

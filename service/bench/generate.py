@@ -7,8 +7,10 @@ runs the same load against any other OpenAI-compatible server (for example ``tra
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import statistics
@@ -44,6 +46,46 @@ class GenerateLevel:
     itl_p50_ms: float
     itl_p99_ms: float
     error_samples: list[str] = field(default_factory=list)
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generate scenario's own flags (it also reads --concurrency, --requests, --vs and --out)."""
+    parser.add_argument(
+        "--gen-model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="generate: the random GPT-2 (built once)."
+    )
+    parser.add_argument("--max-tokens", type=int, default=64, help="generate: tokens per request.")
+    parser.add_argument("--prompt-words", type=int, default=60, help="generate: words per prompt.")
+    parser.add_argument("--baseline-requests", type=int, default=8, help="generate: in-process generate() calls.")
+    parser.add_argument("--vs-model", default=None, help="generate: the model name to send --vs (default: its path).")
+
+
+def run_generate_command(args: argparse.Namespace) -> int:
+    """``chunkserve bench --scenario generate``: run, print, and write the JSON to ``--out`` (a file or folder)."""
+    from service.config import Settings
+    from service.runtime import effective_threads
+
+    concurrency = args.concurrency
+    levels = [int(c) for c in str(concurrency).split(",") if c.strip()] if isinstance(concurrency, str) else concurrency
+    headers = {"Authorization": f"Bearer {args.api_key}"} if getattr(args, "api_key", None) else None
+    result = run_generate_scenario(
+        model_dir=args.gen_model_dir,
+        levels=list(levels),
+        requests_per_level=args.requests,
+        max_tokens=args.max_tokens,
+        prompt_words=args.prompt_words,
+        baseline_requests=args.baseline_requests,
+        threads=effective_threads(Settings()),
+        vs=args.vs[0] if args.vs else None,
+        vs_model=args.vs_model,
+        headers=headers,
+    )
+    if args.out is not None:
+        out = Path(args.out)
+        path = out if out.suffix == ".json" else out / "generate.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"scenario": "generate", **result}, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 1 if any(level["errors"] for level in result["server"]) else 0
 
 
 def bench_prompts(n: int, words: int, seed: int = 99) -> list[str]:

@@ -1,148 +1,158 @@
-"""A closed-loop load generator: N clients, each sending its next request as soon as the last one answers."""
+"""Load shapes: closed loop (N clients, each sending when its last answer came) and open loop (Poisson arrivals).
+
+Both are bounded by a request count and/or a duration; requests still in flight when the duration ends are
+cancelled and counted as ``cut`` (never as samples), so a run stops on time. The caller sends the warm-up requests
+(numbered below ``first``) first, outside the measured window.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import math
+import contextlib
+import itertools
+import random
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import httpx2 as httpx
-from prometheus_client.parser import text_string_to_metric_families
+
+from service.bench.scenario import Sample, Send
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """When a phase stops: after ``requests`` requests, after ``duration_s`` seconds, whichever comes first."""
+
+    requests: int | None = None
+    duration_s: float | None = None
+    warmup: int | None = None  # unmeasured requests first; None: as many as the phase's clients (at least 4)
+
+    def warmup_for(self, clients: int) -> int:
+        """Warm-up requests for a phase of ``clients`` concurrent clients."""
+        return self.warmup if self.warmup is not None else max(4, clients)
+
+    def __post_init__(self) -> None:
+        if self.requests is None and self.duration_s is None:
+            raise ValueError("a phase needs a request count or a duration")
 
 
 @dataclass
-class PhaseResult:
-    """One concurrency level's measurements."""
+class PhaseRun:
+    """What one phase produced: the samples, its wall time, and (open loop) when each request was due."""
 
-    concurrency: int
-    requests: int
-    errors: int
-    duration_s: float
-    requests_per_s: float
-    inputs_per_s: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_batch_size: float | None = None
-    batch_size_counts: dict[str, int] = field(default_factory=dict)
-    error_samples: list[str] = field(default_factory=list)
+    shape: str  # "closed" or "open"
+    level: float  # concurrency, or arrival rate per second
+    samples: list[Sample]
+    elapsed_s: float
+    cut: int = 0  # requests cancelled when the duration ended
+    offsets_s: list[float] = field(default_factory=list)  # open loop: each request's due time from the start
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+Tick = Callable[[], None]
+
+
+def new_client(url: str, connections: int, timeout_s: float, headers: dict[str, str] | None) -> httpx.AsyncClient:
+    """One pooled client for a phase (no proxies from the environment: loopback benchmarks)."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits, trust_env=False, headers=headers)
+
+
+async def warm_up(client: httpx.AsyncClient, send: Send, count: int, concurrency: int) -> None:
+    """``count`` requests, ``concurrency`` at a time, outside the measured window (connections, code paths)."""
+    numbers = iter(range(count))
+
+    async def worker() -> None:
+        for i in numbers:
+            await send(client, i)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, count)))))
+
+
+async def closed_loop(
+    client: httpx.AsyncClient, send: Send, concurrency: int, bounds: Bounds, tick: Tick, first: int = 0
+) -> PhaseRun:
+    """``concurrency`` clients, each sending its next request as soon as the last one answered (after the warm-up)."""
+    samples: list[Sample] = []
+    counter = itertools.count(first)
+    last = first + bounds.requests if bounds.requests is not None else None
+
+    async def worker() -> None:
+        for i in counter:
+            if last is not None and i >= last:
+                return
+            samples.append(await send(client, i))
+            tick()
+
+    began = time.perf_counter()
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    _, pending = await asyncio.wait(workers, timeout=bounds.duration_s)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    elapsed = time.perf_counter() - began
+    return PhaseRun("closed", concurrency, samples, elapsed, cut=len(pending))
+
+
+def poisson_offsets(rate: float, count: int, seed: int) -> list[float]:
+    """``count`` arrival times (seconds from the start) of a Poisson process of ``rate`` per second.
+
+    Raises:
+        ValueError: ``rate`` is not positive.
+    """
+    if rate <= 0:
+        raise ValueError(f"arrival rate {rate} must be positive")
+    rng = random.Random(seed)
+    return list(itertools.accumulate(rng.expovariate(rate) for _ in range(count)))
+
+
+async def open_loop(
+    client: httpx.AsyncClient, send: Send, rate: float, bounds: Bounds, tick: Tick, seed: int = 0, first: int = 0
+) -> PhaseRun:
+    """Requests sent at Poisson arrival times whatever the answers; latency counts from when each was due.
+
+    Measuring from the due time (not the actual send) keeps a slow server from hiding its queue (coordinated
+    omission). With only a duration bound, arrivals are drawn until the duration is used up.
+    """
+    count = bounds.requests if bounds.requests is not None else int(rate * (bounds.duration_s or 0) * 2) + 16
+    offsets = poisson_offsets(rate, count, seed)
+    if bounds.duration_s is not None:
+        offsets = [t for t in offsets if t < bounds.duration_s]
+    samples: list[Sample] = []
+
+    async def one(i: int, due: float) -> None:
+        sample = await send(client, first + i)
+        sample.latency_s += max(0.0, started[i] - due)
+        samples.append(sample)
+        tick()
+
+    began = time.perf_counter()
+    started: list[float] = []
+    tasks: list[asyncio.Task[None]] = []
+    for i, offset in enumerate(offsets):
+        delay = began + offset - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        started.append(time.perf_counter())
+        tasks.append(asyncio.create_task(one(i, began + offset)))
+    remaining = None if bounds.duration_s is None else max(0.0, began + bounds.duration_s - time.perf_counter())
+    pending: set[asyncio.Task[None]] = set()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=remaining)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    elapsed = time.perf_counter() - began
+    return PhaseRun("open", rate, samples, elapsed, cut=len(pending), offsets_s=offsets)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
     """The q-th percentile (0..100) of already sorted values, nearest-rank."""
     if not sorted_values:
         return float("nan")
-    rank = math.ceil(q / 100 * len(sorted_values))  # 1-based
-    return sorted_values[max(0, min(len(sorted_values), rank) - 1)]
-
-
-async def scrape_batch_sizes(client: httpx.AsyncClient, model: str) -> dict[str, float]:
-    """Cumulative batch-size histogram buckets (``le`` → count), plus ``_sum`` and ``_count``."""
-    try:
-        response = await client.get("/metrics")
-    except httpx.HTTPError:
-        return {}
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(response.text):
-        if family.name != "chunkserve_batch_size":
-            continue
-        for sample in family.samples:
-            if sample.labels.get("model") != model:
-                continue
-            if sample.name.endswith("_bucket"):
-                out[sample.labels["le"]] = sample.value
-            elif sample.name.endswith("_sum"):
-                out["_sum"] = sample.value
-            elif sample.name.endswith("_count"):
-                out["_count"] = sample.value
-    return out
-
-
-def _histogram_delta(before: Mapping[str, float], after: Mapping[str, float]) -> tuple[float | None, dict[str, int]]:
-    count = after.get("_count", 0) - before.get("_count", 0)
-    if count <= 0:
-        return None, {}
-    mean = (after.get("_sum", 0) - before.get("_sum", 0)) / count
-    buckets: dict[str, int] = {}
-    previous = 0.0
-    bounds = sorted((k for k in after if not k.startswith("_")), key=lambda k: float(k))
-    for bound in bounds:
-        cumulative = after[bound] - before.get(bound, 0)
-        if cumulative - previous > 0:
-            buckets[f"<={bound}"] = int(cumulative - previous)
-        previous = cumulative
-    return mean, buckets
-
-
-async def closed_loop(
-    url: str,
-    model: str,
-    texts: list[str],
-    concurrency: int,
-    *,
-    requests: int | None = None,
-    duration_s: float | None = None,
-    timeout_s: float = 60.0,
-    headers: dict[str, str] | None = None,
-) -> PhaseResult:
-    """Drive ``/v1/embeddings`` with ``concurrency`` closed-loop clients, one input per request."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=url, timeout=timeout_s, limits=limits, trust_env=False, headers=headers
-    ) as client:
-        # Warm the connections (and the server's code paths) outside the measured window.
-        await asyncio.gather(
-            *(client.post("/v1/embeddings", json={"input": t, "model": model}) for t in texts[:concurrency])
-        )
-        before = await scrape_batch_sizes(client, model)
-        latencies: list[float] = []
-        errors: list[str] = []
-        counter = iter(range(10**12))
-        deadline = time.perf_counter() + duration_s if duration_s else None
-        total = requests if requests is not None else None
-
-        async def worker() -> None:
-            while True:
-                i = next(counter)
-                if (total is not None and i >= total) or (deadline is not None and time.perf_counter() >= deadline):
-                    return
-                text = texts[i % len(texts)]
-                start = time.perf_counter()
-                try:
-                    response = await client.post("/v1/embeddings", json={"input": text, "model": model})
-                    ok = response.status_code == 200
-                    if not ok:
-                        errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
-                except httpx.HTTPError as exc:
-                    ok = False
-                    errors.append(f"{type(exc).__name__}: {exc}")
-                if ok:
-                    latencies.append(time.perf_counter() - start)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-        after = await scrape_batch_sizes(client, model)
-    latencies.sort()
-    mean_batch, buckets = _histogram_delta(before, after)
-    done = len(latencies)
-    return PhaseResult(
-        concurrency=concurrency,
-        requests=done,
-        errors=len(errors),
-        duration_s=round(elapsed, 3),
-        requests_per_s=round(done / elapsed, 2),
-        inputs_per_s=round(done / elapsed, 2),
-        p50_ms=round(percentile(latencies, 50) * 1000, 2),
-        p90_ms=round(percentile(latencies, 90) * 1000, 2),
-        p99_ms=round(percentile(latencies, 99) * 1000, 2),
-        mean_batch_size=round(mean_batch, 2) if mean_batch is not None else None,
-        batch_size_counts=buckets,
-        error_samples=errors[:5],
-    )
+    rank = -(-q * len(sorted_values) // 100)  # ceil, 1-based
+    return sorted_values[max(0, min(len(sorted_values), int(rank)) - 1)]

@@ -8,6 +8,7 @@ and its throughput (model loading excluded) from ``--summary-json``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -142,3 +143,26 @@ def run_offline_scenario(
         "runs": {"1x": ones, f"{scale}x": big},
         "ratios": ratios,
     }
+
+
+def run_offline_command(args: argparse.Namespace) -> int:
+    """``bench --scenario offline``: run it and write the JSON report to ``--out`` (a file, or DIR/results.json)."""
+    from service.bench.environment import environment
+    from service.bench.raw import load_and_measure
+
+    result = run_offline_scenario(
+        model=args.model,
+        corpus=args.corpus,
+        size=args.corpus_size,
+        scale=args.scale,
+        chunk_size=args.chunk_size or 2000,
+        raw_inputs=args.raw_inputs,
+        rounds=args.rounds,
+        measure_raw=lambda texts: load_and_measure(args.model, texts),
+    )
+    if args.out is not None:
+        out = args.out if args.out.suffix == ".json" else args.out / "results.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"scenario": "offline", "environment": environment(), **result}, indent=2))
+        print(f"wrote {out}")
+    return 0

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +34,62 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time ``pid`` has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ProcessWatch:
+    """CPU seconds used and the highest RSS seen of one process over a ``with`` block (sampled every 0.1 s)."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.cpu_s = 0.0
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._cpu0 = 0.0
+
+    def _sample(self) -> None:
+        while self.pid is not None:
+            self.peak_rss = max(self.peak_rss, rss_bytes(self.pid))
+            if self._stop.wait(0.1):
+                return
+
+    def __enter__(self) -> ProcessWatch:
+        if self.pid is not None:
+            self._cpu0 = cpu_seconds(self.pid)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pid is not None:
+            self._stop.set()
+            self._thread.join()
+            self.cpu_s = cpu_seconds(self.pid) - self._cpu0
+
+
 @contextlib.contextmanager
 def spawned(
-    args: list[str], ready_path: str, env: dict[str, str] | None = None, timeout_s: float = 180.0
+    args: list[str],
+    ready_path: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 180.0,
+    module: str = "service.cli",
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run ``chunkserve ARGS --port P`` until the block ends; yields its URL once ``ready_path`` answers 200."""
+    """Run ``python -m MODULE ARGS --port P`` until the block ends; yields its URL once ``ready_path`` answers 200.
+
+    Raises:
+        SystemExit: the process exited, or was not ready within ``timeout_s``.
+    """
     port = free_port()
-    cmd = [sys.executable, "-m", "service.cli", *args, "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", module, *args, "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, env={**os.environ, "CHUNKSERVE_LOG_LEVEL": "warning", **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:

@@ -62,3 +62,24 @@ def measure_raw(
         "sorted_inputs_per_s": sorted_rates,
         "best_sorted_inputs_per_s": max(sorted_rates.values()),
     }
+
+
+def load_and_measure(model_id: str, texts: Sequence[str]) -> dict[str, Any]:
+    """Load ``model_id`` as the server would (settings from the environment) and measure it in this process.
+
+    Raises:
+        SystemExit: no configured model has that id.
+    """
+    from models.loading import LoadOptions
+    from service.config import Settings
+    from service.inference.engine import set_torch_threads
+    from service.runtime import default_loader, effective_threads
+
+    settings = Settings()
+    entry = next((m for m in settings.model_entries() if m.id == model_id), None)
+    if entry is None:
+        raise SystemExit(f"bench --raw: model {model_id!r} is not in the configured models")
+    threads = effective_threads(settings)
+    set_torch_threads(threads)
+    model = default_loader(entry, LoadOptions(device=settings.device, dtype=settings.dtype))
+    return {"torch_threads": threads, **measure_raw(model, texts)}

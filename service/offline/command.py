@@ -14,7 +14,7 @@ from typing import Any
 from service.config import Settings
 from service.jobs.chunking import Strategy
 from service.jobs.targets import Assignment
-from service.offline.options import EXIT_BY_SIGNAL, RunOptions
+from service.offline.options import EXIT_BY_SIGNAL, RunOptions, Summary
 from service.offline.reader import check_inputs
 
 # Settings that only mean something to a server; `chunkserve run` takes every other one as a flag.
@@ -130,53 +130,36 @@ def _target(value: str) -> str | dict[str, Any]:
     return value
 
 
-def run_command(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the command the parsed flags describe; returns the exit status."""
-    level = settings.log_level if "log_level" in settings.model_fields_set else "warning"
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for entry in settings.models:
-        if entry.path is not None and not entry.path.is_dir():
-            return _usage(f"model {entry.id!r}: {entry.path} is not a directory")
-    # Checked here rather than per document: a bad value would otherwise skip every document, one by one.
-    if args.timeout_s is not None and not 0 < args.timeout_s <= settings.remote_max_timeout_s:
-        limit = settings.remote_max_timeout_s
-        return _usage(
-            f"--timeout-s must be in (0, {limit}] (raise --remote-max-timeout-s for more), got {args.timeout_s}"
-        )
-    try:
-        options = RunOptions.build(
-            args.inputs,
-            args.output,
-            targets=[_target(t) for t in args.targets],
-            api_urls=args.api_urls,
-            chunking=args.chunking,
-            assignment=args.assignment,
-            text_field=args.text_field,
-            id_field=args.id_field,
-            chunk_size=args.chunk_size,
-            overlap=args.overlap,
-            timeout_s=args.timeout_s,
-            aggregate=args.aggregate,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            fail_fast=args.fail_fast,
-            max_in_flight=args.max_in_flight,
-            quiet=args.quiet,
-            ordered=args.ordered,
-        )
-        # Usage errors are answered before torch is imported (seconds): inputs, then the output.
-        check_inputs(options.inputs)
-        options.check_output()
-    except (ValueError, FileExistsError) as exc:
-        return _usage(str(exc))
-    from service.offline.session import run_async  # loads torch: only when the command runs
+def options_from_args(args: argparse.Namespace) -> RunOptions:
+    """The run the parsed flags describe.
 
-    try:
-        summary = asyncio.run(run_async(options, settings, handle_signals=True))
-    except (ValueError, FileExistsError) as exc:
-        return _usage(str(exc))
-    except KeyboardInterrupt:  # before the signal handlers were installed: nothing was written yet
-        return EXIT_BY_SIGNAL["SIGINT"]
+    Raises:
+        ValueError: a bad option or target.
+    """
+    return RunOptions.build(
+        args.inputs,
+        args.output,
+        targets=[_target(t) for t in args.targets],
+        api_urls=args.api_urls,
+        chunking=args.chunking,
+        assignment=args.assignment,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        chunk_size=args.chunk_size,
+        overlap=args.overlap,
+        timeout_s=args.timeout_s,
+        aggregate=args.aggregate,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        fail_fast=args.fail_fast,
+        max_in_flight=args.max_in_flight,
+        quiet=args.quiet,
+        ordered=args.ordered,
+    )
+
+
+def finish(args: argparse.Namespace, summary: Summary) -> int:
+    """Print and write the summary as asked; the exit status."""
     if not args.quiet:
         print(f"chunkserve run: {summary.describe()}", file=sys.stderr)
     if args.summary_json is not None:
@@ -184,6 +167,38 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     return summary.exit_code(args.allow_failures)
 
 
-def _usage(message: str) -> int:
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the command the parsed flags describe; returns the exit status."""
+    level = settings.log_level if "log_level" in settings.model_fields_set else "warning"
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for entry in settings.models:
+        if entry.path is not None and not entry.path.is_dir():
+            return usage(f"model {entry.id!r}: {entry.path} is not a directory")
+    # Checked here rather than per document: a bad value would otherwise skip every document, one by one.
+    if args.timeout_s is not None and not 0 < args.timeout_s <= settings.remote_max_timeout_s:
+        limit = settings.remote_max_timeout_s
+        return usage(
+            f"--timeout-s must be in (0, {limit}] (raise --remote-max-timeout-s for more), got {args.timeout_s}"
+        )
+    try:
+        options = options_from_args(args)
+        # Usage errors are answered before torch is imported (seconds): inputs, then the output.
+        check_inputs(options.inputs)
+        options.check_output()
+    except (ValueError, FileExistsError) as exc:
+        return usage(str(exc))
+    from service.offline.session import run_async  # loads torch: only when the command runs
+
+    try:
+        summary = asyncio.run(run_async(options, settings, handle_signals=True))
+    except (ValueError, FileExistsError) as exc:
+        return usage(str(exc))
+    except KeyboardInterrupt:  # before the signal handlers were installed: nothing was written yet
+        return EXIT_BY_SIGNAL["SIGINT"]
+    return finish(args, summary)
+
+
+def usage(message: str) -> int:
+    """Report bad usage on stderr; the exit status 2."""
     print(f"chunkserve run: {message}", file=sys.stderr)
     return EXIT_USAGE

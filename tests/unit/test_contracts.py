@@ -60,6 +60,8 @@ def copy_of_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
         ("service/jobs/chunking.py", "import torch", "Only models and inference import an ML framework"),
         ("models/base.py", "import asyncio", "Models are pure ML"),
+        ("service/offline/runner.py", "import ray", "Only scale imports ray"),
+        ("service/scale/deployment.py", "import torch", "Only models and inference import an ML framework"),
     ],
 )
 def test_a_planted_import_breaks_its_contract(copy_of_tree: Path, module: str, planted: str, contract: str) -> None:
