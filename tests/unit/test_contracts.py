@@ -75,3 +75,18 @@ def test_a_planted_import_breaks_its_contract(copy_of_tree: Path, module: str, p
     assert done.returncode != 0, done.stdout
     broken = [line for line in done.stdout.splitlines() if line.endswith("BROKEN")]
     assert any(line.startswith(contract) for line in broken), done.stdout
+
+
+def test_every_top_level_module_sits_in_a_layer() -> None:
+    # A module outside every layer is bound by no rule: a new file at service/ must be given its place.
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    placed = {name.strip() for layer in layers for name in layer.split("|")}
+    found = {
+        f"service.{p.stem if p.is_file() else p.name}"
+        for p in (ROOT / "service").iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()
+    }
+    assert found - placed == set(), f"modules in no layer: {sorted(found - placed)}"

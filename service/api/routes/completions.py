@@ -15,8 +15,8 @@ from starlette.responses import Response, StreamingResponse
 
 from service.api.deps import RegistryDep
 from service.api.disconnect import cancel_on_disconnect
+from service.api.generation_schemas import ChatCompletionRequest, CompletionRequest
 from service.errors import ChunkserveError
-from service.generation_schemas import ChatCompletionRequest, CompletionRequest
 from service.inference.generation.engine import GenerationEngine, Prompt
 from service.inference.generation.stream import Finish, TokenStream
 from service.schemas import ErrorResponse

@@ -21,10 +21,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from service.api.auth import Access
+from service.api.generation_schemas import ChatTurn
 from service.api.routes.ws_chat import Conversation, run_chat
 from service.config import Settings
 from service.errors import ChunkserveError, InputTooLarge, InvalidInput, RateLimited
-from service.generation_schemas import ChatTurn
 from service.jobs.events import job_events
 from service.jobs.pipeline import Pipeline
 from service.jobs.targets import job_from_request

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from service.generation_schemas import ChatTurn
+from service.api.generation_schemas import ChatTurn
 from service.inference.generation.engine import GenerationEngine, Prompt
 from service.inference.registry import ModelRegistry
 
