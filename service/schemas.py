@@ -2,11 +2,54 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NonEmptyText = Annotated[str, Field(min_length=1)]
+
+MAX_HEADERS_BYTES = 8192
+# RFC 9110 token characters; a value is visible ASCII, spaces and tabs (obs-text and CR/LF are refused).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r"[\x20-\x7e\t]*")
+# Hop-by-hop headers and those the client itself must set: a caller may not choose them.
+_REFUSED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` if every one can be sent as given.
+
+    Raises:
+        ValueError: a name that is not an HTTP token or is refused, a value with a control or non-ASCII
+            character, or more than ``MAX_HEADERS_BYTES`` in all (the message names the header, not its value).
+    """
+    size = 0
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"header name {name[:64]!r} is not an HTTP token")
+        if name.lower() in _REFUSED_HEADERS:
+            raise ValueError(f"header {name!r} may not be set by the caller")
+        if not _VALUE.fullmatch(value):
+            raise ValueError(f"header {name!r} has a value with a control or non-ASCII character")
+        size += len(name) + len(value) + 4
+    if size > MAX_HEADERS_BYTES:
+        raise ValueError(f"headers take {size} bytes; at most {MAX_HEADERS_BYTES}")
+    return headers
 
 
 class _Request(BaseModel):
@@ -132,7 +175,19 @@ class TargetSpec(_Request):
     max_tokens: int | None = Field(
         default=None, ge=1, le=32768, description="Local generation model: tokens per chunk."
     )
-    headers: dict[str, str] = Field(default_factory=dict, max_length=16, description="Extra headers for the remote.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=16,
+        description=(
+            "Extra headers for the remote: names are HTTP tokens, values visible ASCII (no CR/LF), "
+            f"{MAX_HEADERS_BYTES} bytes in all; hop-by-hop headers, Host and Content-Length are refused."
+        ),
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        return check_headers(headers)
 
     @model_validator(mode="after")
     def _local_or_remote(self) -> TargetSpec:

@@ -116,12 +116,21 @@ class ModelEngine:
         return self.batcher.counts
 
     def check_room(self, n: int, what: str = "inputs") -> None:
-        """Refuse ``n`` more inputs at once when the queue cannot take them now.
+        """Refuse ``n`` more inputs at once: for good when the queue could never hold them, else when it is full now.
+
+        Costs a comparison: it runs before any per-input work (tokenizing), so an overloaded server says so fast.
 
         Raises:
-            Overloaded: the queue would overflow; retry after the policy's ``retry_after_s``.
+            InputTooLarge: ``n`` is more than the queue holds even when empty (no retry can help: 413).
+            Overloaded: the queue would overflow now; retry after the policy's ``retry_after_s`` (503).
         """
         policy = self.batcher.policy
+        if n > policy.max_queue:
+            raise InputTooLarge(
+                f"{n} {what} at once for model {self.model_id!r}; its queue holds at most {policy.max_queue} "
+                "(CHUNKSERVE_MAX_QUEUE)",
+                field="input" if what == "inputs" else "text",
+            )
         if self.batcher.queue_depth + n > policy.max_queue:
             raise Overloaded(
                 f"model {self.model_id!r} cannot queue {n} more {what} now", retry_after_s=policy.retry_after_s
@@ -180,12 +189,13 @@ class ModelEngine:
 
         Raises:
             InvalidInput: no texts were given.
-            InputTooLarge: see ``encode``.
-            Overloaded: the queue cannot take them all now.
+            InputTooLarge: see ``encode``; or more texts than the queue can ever hold.
+            Overloaded: the queue cannot take them all now (checked before tokenizing).
             BatchFailed: the model raised for one of them.
         """
         if not texts:
             raise InvalidInput(f"{field} must not be empty", field=field)
+        self.check_room(len(texts))  # before any tokenizing: an overloaded server says so in microseconds
         encoded = await self.encode(texts, field, truncate)
         if normalize is not None or all_tokens:
             encoded = [dataclasses.replace(e, normalize=normalize, all_tokens=all_tokens) for e in encoded]
@@ -204,6 +214,7 @@ class ModelEngine:
             raise InvalidInput(f"{field} must not be empty", field=field)
         if not isinstance(self.model, PairModel):
             raise InvalidInput(f"model {self.model_id!r} does not read text pairs", field=field)
+        self.check_room(len(pairs))
         if sum(len(a) + len(b) for a, b in pairs) <= _INLINE_TOKENIZE_CHARS:
             encoded = self.model.encode_pairs(pairs)
         else:

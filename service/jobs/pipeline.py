@@ -1,8 +1,9 @@
 """The one path every way in shares: chunk a text, plan chunk → target, dispatch, stream per-chunk results.
 
 ``Pipeline.prepare`` does every check that can refuse a request (limits, unknown models, forbidden URLs)
-before any chunk is sent; ``Pipeline.run`` yields ``ChunkResult``s in completion order and cancels whatever
-is still pending when its consumer stops early (client gone).
+before any chunk is sent; ``Pipeline.run`` yields ``ChunkResult``s in completion order through a bounded window
+(``service/jobs/dispatch.py``) and cancels whatever is still pending when its consumer stops early (client gone).
+Each kind of target has its own call (``_calls``); a new kind adds one entry there.
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ from service.errors import (
     BatchFailed,
     ChunkserveError,
     DeadlineExceeded,
+    ForbiddenTarget,
     InvalidInput,
+    Overloaded,
+    UpstreamError,
 )
 from service.inference.generation.jobs import generate_for_chunk
 from service.inference.registry import ModelRegistry
 from service.jobs.chunking import Chunk, Strategy, chunk_text
+from service.jobs.dispatch import dispatch
+from service.jobs.results import BUDGET_ERROR, ChunkResult, ErrorInfo, ResultBudget, failed, ms_since
 from service.jobs.targets import Assignment, Job, LocalTarget, Target, target_label
 from service.observability.trace import current_trace
 from service.outbound.guard import OutboundPolicy, check_url, resolve_and_check
@@ -34,26 +40,12 @@ from service.outbound.remote import RemoteClient, RemoteTarget, UpstreamCallErro
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
+__all__ = ["ChunkResult", "ErrorInfo", "Pipeline", "PipelineLimits", "Plan", "Resolver", "to_jsonable"]
 
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """Why one chunk failed, safe to show to the caller."""
-
-    type: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkResult:
-    """One chunk's outcome at one target."""
-
-    index: int
-    target: str
-    success: bool
-    result: Any = None
-    error: ErrorInfo | None = None
-    latency_ms: float = 0.0
-    attempts: int = 1
+# Texts longer than this are chunked on a worker thread, so that a large job does not stall other requests.
+_INLINE_CHUNK_CHARS = 20_000
+# How long a local chunk waits before asking a full queue again (other requests filled it since prepare).
+_FULL_QUEUE_PAUSE_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +64,15 @@ class PipelineLimits:
     max_chunks: int = 10_000
     max_timeout_s: float = 120.0
     default_timeout_s: float = 30.0
+    window: int = 256  # (chunk, target) calls of one job in flight at once
+    max_result_bytes: int = 256 * 1024 * 1024  # bytes of results one job may hold
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    value: Any
+    attempts: int
+    size: int
 
 
 class Pipeline:
@@ -97,7 +98,7 @@ class Pipeline:
         """Chunk the text and check every target before anything is sent.
 
         Raises:
-            InputTooLarge: more chunks than allowed.
+            InputTooLarge: more chunks than allowed, or more local chunks at once than a model's queue can hold.
             ModelNotFound: a local target names no served model.
             ForbiddenTarget: a remote URL is refused by the outbound policy.
             InvalidInput: a bad parameter (chunking, overlap, timeout).
@@ -114,14 +115,7 @@ class Pipeline:
         if job.reduce is not None:
             self.registry.generator(job.reduce.model, "reduce.model")
         await self._check_remote({t for t in targets if isinstance(t, RemoteTarget)})
-        chunks = chunk_text(
-            job.text,
-            strategy=job.chunking,
-            size=job.chunk_size,
-            overlap=job.overlap,
-            count_tokens=self._token_counter(job, targets),
-            max_chunks=self.limits.max_chunks,
-        )
+        chunks = await self._chunk(job, targets)
         if job.assignment is Assignment.BROADCAST:
             work = [(c, t) for c in chunks for t in targets]
         else:
@@ -133,28 +127,23 @@ class Pipeline:
         return Plan(job=job, chunks=chunks, work=work)
 
     async def run(self, plan: Plan) -> AsyncGenerator[ChunkResult, None]:
-        """Dispatch every (chunk, target) pair at once; yield results as they complete."""
+        """Dispatch the (chunk, target) pairs through the job's window; yield results as they complete."""
         deadline = time.monotonic() + plan.job.timeout_s
+        budget = ResultBudget(self.limits.max_result_bytes)
         self._gates = {
             model_id: asyncio.Semaphore(engine.scheduler.limits.max_running)
             for model_id, engine in self.registry.generators.items()
         }
-        done: asyncio.Queue[ChunkResult] = asyncio.Queue()
-        tasks = [
-            asyncio.create_task(self._one(chunk, target, plan.job, deadline, done), name=f"chunk-{chunk.index}")
-            for chunk, target in plan.work
-        ]
+
+        async def one(chunk: Chunk, target: Target) -> ChunkResult:
+            return await self._one(chunk, target, plan.job, deadline, budget)
+
+        results = dispatch(plan.work, one, label=target_label, window=self.limits.window, deadline=deadline)
         try:
-            for _ in range(len(tasks)):
-                yield await done.get()
+            async for result in results:
+                yield result
         finally:
-            pending = [t for t in tasks if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                # asyncio.wait, not gather: if this waiter is cancelled again (anyio cancel scopes re-deliver),
-                # gather would cancel the tasks a second time mid-cleanup and httpx would leak the sockets.
-                await asyncio.wait(pending)
+            await results.aclose()
 
     async def collect(self, plan: Plan) -> list[ChunkResult]:
         """Every result, ordered by chunk index (and target order for broadcast)."""
@@ -190,6 +179,23 @@ class Pipeline:
             return engine.model_id
         raise InvalidInput("no local model is loaded; give remote targets", field="targets")
 
+    async def _chunk(self, job: Job, targets: Sequence[Target]) -> list[Chunk]:
+        count_tokens = self._token_counter(job, targets)
+
+        def cut() -> list[Chunk]:
+            return chunk_text(
+                job.text,
+                strategy=job.chunking,
+                size=job.chunk_size,
+                overlap=job.overlap,
+                count_tokens=count_tokens,
+                max_chunks=self.limits.max_chunks,
+            )
+
+        if len(job.text) <= _INLINE_CHUNK_CHARS:
+            return cut()
+        return await asyncio.to_thread(cut)
+
     def _token_counter(self, job: Job, targets: Sequence[Target]) -> Callable[[str], int] | None:
         if job.chunking is not Strategy.TOKENS:
             return None
@@ -206,10 +212,14 @@ class Pipeline:
             if (parsed.host, parsed.port) in seen:
                 continue
             seen.add((parsed.host, parsed.port))
-            if self.resolver is None:
-                await resolve_and_check(parsed.host, parsed.port, self.policy)
-            else:
+            try:
                 await resolve_and_check(parsed.host, parsed.port, self.policy, self.resolver)
+            except ForbiddenTarget:
+                raise
+            except UpstreamError:
+                # A name that does not resolve now is that target's failure, not the job's: its chunks fail
+                # with "connect" (the address is checked again at connect time), the others go ahead.
+                continue
 
     def _check_capacity(self, work: Sequence[tuple[Chunk, Target]]) -> None:
         needed: dict[str, int] = {}
@@ -217,44 +227,69 @@ class Pipeline:
             if isinstance(target, LocalTarget):
                 needed[target.model] = needed.get(target.model, 0) + 1
         for model_id, n in needed.items():
-            if model_id in self.registry.engines:  # generation chunks wait in the job (see _local), not the queue
-                self.registry.engines[model_id].check_room(n, what="chunks")
+            # Only a window of the job is queued at once: that is what must fit. Generation chunks wait in the
+            # job (see _call_generate), not in a queue.
+            if model_id in self.registry.engines:
+                self.registry.engines[model_id].check_room(min(n, self.limits.window), what="chunks")
 
-    async def _one(
-        self, chunk: Chunk, target: Target, job: Job, deadline: float, done: asyncio.Queue[ChunkResult]
-    ) -> None:
+    async def _one(self, chunk: Chunk, target: Target, job: Job, deadline: float, budget: ResultBudget) -> ChunkResult:
         start = time.perf_counter()
         label = target_label(target)
-        attempts = 1
+        if budget.spent:
+            return failed(chunk.index, label, start, BUDGET_ERROR, budget.message(), attempts=0)
         try:
-            if isinstance(target, LocalTarget):
-                local = self._local(target, chunk.text, job.encoding_format)
-                value = await asyncio.wait_for(local, deadline - time.monotonic())
-            else:
-                outcome = await self.remote.call(target, chunk.text, timeout_s=job.timeout_s, deadline=deadline)
-                value, attempts = outcome.value, outcome.attempts
-            result = ChunkResult(chunk.index, label, True, result=value, latency_ms=_ms(start), attempts=attempts)
+            out = await self._call(target, chunk.text, job, deadline, budget)
         except UpstreamCallError as exc:
-            result = _failed(chunk, label, start, exc.kind, exc.message, exc.attempts)
-        except TimeoutError:
-            result = _failed(chunk, label, start, "timeout", "the chunk did not finish before the deadline", attempts)
-        except DeadlineExceeded as exc:
-            result = _failed(chunk, label, start, "timeout", exc.message, attempts)
+            if exc.kind == "too_large" and budget.left < self.remote.max_response_bytes:
+                return failed(chunk.index, label, start, BUDGET_ERROR, budget.message(), exc.attempts)
+            return failed(chunk.index, label, start, exc.kind, exc.message, exc.attempts)
+        except (TimeoutError, DeadlineExceeded):
+            return failed(chunk.index, label, start, "timeout", "the chunk did not finish before the deadline")
         except BatchFailed as exc:
-            result = _failed(chunk, label, start, "model_error", exc.message, attempts)
+            return failed(chunk.index, label, start, "model_error", exc.message)
         except ChunkserveError as exc:
-            result = _failed(chunk, label, start, type(exc).__name__, exc.message, attempts)
-        done.put_nowait(result)
+            return failed(chunk.index, label, start, type(exc).__name__, exc.message)
+        if not budget.take(out.size):
+            return failed(chunk.index, label, start, BUDGET_ERROR, budget.message(), out.attempts)
+        return ChunkResult(chunk.index, label, True, out.value, latency_ms=ms_since(start), attempts=out.attempts)
 
-    async def _local(self, target: LocalTarget, text: str, encoding: str = "float") -> Any:
-        generator = self.registry.generators.get(target.model)
-        if generator is not None:
+    def _call(self, target: Target, text: str, job: Job, deadline: float, budget: ResultBudget) -> Awaitable[_Value]:
+        # One call per kind of target.
+        if isinstance(target, LocalTarget):
+            if target.model in self.registry.generators:
+                return self._call_generate(target, text, deadline)
+            return self._call_local(target, text, deadline, job.encoding_format)
+        return self._call_remote(target, text, job, deadline, budget)
+
+    async def _call_generate(self, target: LocalTarget, text: str, deadline: float) -> _Value:
+        generator = self.registry.generators[target.model]
+        async with asyncio.timeout(deadline - time.monotonic()):
             # A job's generation chunks enter the scheduler's queue a batchful at a time, so that one long text
             # neither fills the queue (503 for everyone) nor waits behind a queue it filled itself.
             async with self._gates[target.model]:
-                return await generate_for_chunk(generator, target, text)
-        output = await self.registry.engines[target.model].run([text], field="text")
-        return to_jsonable(output.results[0], encoding)
+                value = await generate_for_chunk(generator, target, text)
+        return _Value(value, 1, len(orjson.dumps(value)))
+
+    async def _call_local(self, target: LocalTarget, text: str, deadline: float, encoding: str) -> _Value:
+        engine = self.registry.engines[target.model]
+        async with asyncio.timeout(deadline - time.monotonic()):
+            while True:
+                try:
+                    output = await engine.run([text], field="text")
+                    break
+                except Overloaded:
+                    # prepare found room for the job's window; other requests have filled the queue since.
+                    await asyncio.sleep(_FULL_QUEUE_PAUSE_S)
+        value = to_jsonable(output.results[0], encoding)
+        return _Value(value, 1, len(orjson.dumps(value)))
+
+    async def _call_remote(
+        self, target: RemoteTarget, text: str, job: Job, deadline: float, budget: ResultBudget
+    ) -> _Value:
+        outcome = await self.remote.call(
+            target, text, timeout_s=job.timeout_s, deadline=deadline, max_bytes=budget.left
+        )
+        return _Value(outcome.value, outcome.attempts, outcome.size)
 
 
 def _as_text(value: Any) -> str:
@@ -278,13 +313,3 @@ def to_jsonable(value: Any, encoding: str = "float") -> Any:
     if isinstance(value, Classification):
         return {"label": value.label, "score": value.score, "scores": dict(value.scores)}
     return value
-
-
-def _failed(chunk: Chunk, label: str, start: float, kind: str, message: str, attempts: int) -> ChunkResult:
-    return ChunkResult(
-        chunk.index, label, False, error=ErrorInfo(kind, message), latency_ms=_ms(start), attempts=attempts
-    )
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 2)

@@ -6,6 +6,7 @@ whichever way it came in.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -41,8 +42,21 @@ Target = LocalTarget | RemoteTarget
 
 
 def target_label(target: Target) -> str:
-    """How a target is named in results."""
-    return target.label if isinstance(target, LocalTarget) else target.url
+    """How a target is named in results: distinct targets get distinct labels.
+
+    A local model is its id; a plain generic remote is its URL (the classic shape); any other remote adds its
+    protocol, its model and, when it has a prompt or headers, a short digest of them (never their text: headers
+    carry keys), so that two targets on one URL are never confused in results or by ``--resume``.
+    """
+    if isinstance(target, LocalTarget):
+        return target.label
+    parts = [] if target.protocol is RemoteProtocol.GENERIC else [target.protocol.value]
+    if target.model is not None:
+        parts.append(f"model={target.model}")
+    if target.prompt is not None or target.headers:
+        digest = hashlib.sha256(repr((target.prompt, sorted(target.headers))).encode()).hexdigest()[:10]
+        parts.append(f"config={digest}")
+    return f"{target.url} ({', '.join(parts)})" if parts else target.url
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ class RequestTrace:
     largest_batch: int = 0
     queue_wait_s: float = 0.0
     compute_s: float = 0.0
+    request_id: str | None = None  # for log lines written deep in a job (an unexpected chunk failure)
 
     def add_batch(self, stats: BatchStats) -> None:
         """Count one model call that computed at least one of this request's inputs."""

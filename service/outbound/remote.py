@@ -7,12 +7,13 @@ Upstream error bodies are never passed on; callers see the host, the status and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import json
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -80,6 +81,7 @@ class RemoteResult:
 
     value: Any
     attempts: int
+    size: int = 0  # bytes of the answer as read
 
 
 @dataclass
@@ -130,21 +132,42 @@ class RemoteClient:
         self.retry = retry or RetryPolicy()
         self.max_response_bytes = max_response_bytes
         self._api_keys = {k.lower(): v for k, v in (api_keys or {}).items()}
-        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._limits: dict[str, _HostSlot] = {}
         self.stats = RemoteStats()
 
-    def _limit(self, host: str) -> asyncio.Semaphore:
-        sem = self._limits.get(host)
-        if sem is None:
-            sem = self._limits[host] = asyncio.Semaphore(self.per_host_limit)
-        return sem
+    @property
+    def hosts_tracked(self) -> int:
+        """Hosts that have a concurrency limiter now (only those with calls in flight or waiting)."""
+        return len(self._limits)
+
+    @contextlib.asynccontextmanager
+    async def _limit(self, host: str) -> AsyncIterator[None]:
+        # Callers choose the hosts: a limiter lives only while some call uses it, so the table stays bounded.
+        slot = self._limits.get(host)
+        if slot is None:
+            slot = self._limits[host] = _HostSlot(asyncio.Semaphore(self.per_host_limit))
+        slot.users += 1
+        try:
+            async with slot.semaphore:
+                yield
+        finally:
+            slot.users -= 1
+            if slot.users == 0 and self._limits.get(host) is slot:
+                del self._limits[host]
 
     async def call(
-        self, target: RemoteTarget, text: str, *, timeout_s: float, deadline: float | None = None
+        self,
+        target: RemoteTarget,
+        text: str,
+        *,
+        timeout_s: float,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
     ) -> RemoteResult:
         """Send ``text`` to ``target`` and parse the answer by its protocol.
 
-        ``deadline`` is a ``time.monotonic()`` instant after which no further try starts.
+        ``deadline`` is a ``time.monotonic()`` instant after which no further try starts; ``max_bytes`` lowers
+        the answer-size cap for this call (a job's remaining result budget).
 
         Raises:
             UpstreamCallError: every try failed (connect error, bad status, malformed or oversized answer).
@@ -152,14 +175,15 @@ class RemoteClient:
             ForbiddenTarget: the outbound policy refused the address at connect time.
         """
         self.stats.calls += 1
+        cap = self.max_response_bytes if max_bytes is None else max(0, min(max_bytes, self.max_response_bytes))
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with self._limit(target.host):
-                    value = await self._once(target, text, self._timeout(timeout_s, deadline))
+                    value, size = await self._once(target, text, self._timeout(timeout_s, deadline), cap)
                 self.stats.count(target.host, "ok")
-                return RemoteResult(value=value, attempts=attempt)
+                return RemoteResult(value=value, attempts=attempt, size=size)
             except asyncio.CancelledError:
                 self.stats.cancelled += 1
                 self.stats.count(target.host, "cancelled")
@@ -201,7 +225,7 @@ class RemoteClient:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    async def _once(self, target: RemoteTarget, text: str, timeout_s: float) -> Any:
+    async def _once(self, target: RemoteTarget, text: str, timeout_s: float, cap: int) -> tuple[Any, int]:
         body = _request_body(target, text)
         try:
             request = self.client.build_request(
@@ -212,12 +236,21 @@ class RemoteClient:
             raise
         except httpx.TimeoutException:
             raise _Final("timeout", f"no answer within {timeout_s:.3g} s") from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        except httpx.TransportError as exc:
+            # Every transport failure (connect, write to a connection the peer closed, read, protocol): a pooled
+            # connection may have gone stale, so it is worth another try on a fresh one.
             raise _Retryable("connect", f"connection failed ({type(exc).__name__})") from None
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            # Anything else the client refuses (a URL or header it cannot send): no retry can fix it.
+            raise _Final("connect", f"the request could not be sent ({type(exc).__name__})") from None
         try:
-            raw = await self._read_capped(response)
+            raw = await self._read_capped(response, cap)
         except httpx.TimeoutException:
             raise _Final("timeout", f"answer not complete within {timeout_s:.3g} s") from None
+        except httpx.TransportError as exc:
+            raise _Retryable("connect", f"connection broke mid-answer ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:  # DecodingError: a body that does not match its Content-Encoding
+            raise _Final("malformed", f"the answer could not be read ({type(exc).__name__})") from None
         finally:
             await response.aclose()
         if response.status_code in _RETRY_STATUSES:
@@ -228,20 +261,26 @@ class RemoteClient:
             payload = json.loads(raw)
         except ValueError:
             raise _Final("malformed", "the answer is not valid JSON") from None
-        return _parse_answer(target, payload)
+        return _parse_answer(target, payload), len(raw)
 
-    async def _read_capped(self, response: httpx.Response) -> bytes:
+    async def _read_capped(self, response: httpx.Response, cap: int) -> bytes:
         declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
-            raise _Final("too_large", f"answer of {declared} bytes is over the {self.max_response_bytes}-byte cap")
+        if declared and declared.isdigit() and int(declared) > cap:
+            raise _Final("too_large", f"answer of {declared} bytes is over the {cap}-byte cap")
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
-            if size > self.max_response_bytes:
-                raise _Final("too_large", f"answer is over the {self.max_response_bytes}-byte cap")
+            if size > cap:
+                raise _Final("too_large", f"answer is over the {cap}-byte cap")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+@dataclass(slots=True)
+class _HostSlot:
+    semaphore: asyncio.Semaphore
+    users: int = 0
 
 
 class _Retryable(Exception):

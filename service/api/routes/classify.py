@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from models.base import Classification, Task
 from service.api.deps import RegistryDep, SettingsDep
+from service.api.disconnect import cancel_on_disconnect
 from service.api.routes.inputs import as_texts
 from service.schemas import ClassificationItem, ClassifyRequest, ClassifyResponse, ErrorResponse, Usage
 
@@ -14,7 +15,9 @@ _ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} fo
 
 
 @router.post("/v1/classify", response_model=ClassifyResponse, responses=_ERRORS)
-async def classify(body: ClassifyRequest, registry: RegistryDep, settings: SettingsDep) -> ClassifyResponse:
+async def classify(
+    body: ClassifyRequest, request: Request, registry: RegistryDep, settings: SettingsDep
+) -> ClassifyResponse:
     """Classify one text or a list; ``data[i]`` belongs to ``input[i]``.
 
     Raises:
@@ -22,7 +25,8 @@ async def classify(body: ClassifyRequest, registry: RegistryDep, settings: Setti
     """
     texts = as_texts(body.input, settings)
     engine = registry.get(body.model, Task.CLASSIFICATION)
-    out = await engine.run(texts)
+    # The queue is checked before any tokenizing, and a client that leaves takes its queued inputs with it.
+    out = await cancel_on_disconnect(request, engine.run(texts))
     items = []
     for i, result in enumerate(out.results):
         if not isinstance(result, Classification):

@@ -6,11 +6,12 @@ import base64
 
 import numpy as np
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from models.base import Task
 from service.api.deps import RegistryDep, SettingsDep
+from service.api.disconnect import cancel_on_disconnect
 from service.api.routes.inputs import as_texts
 from service.errors import InvalidInput
 from service.schemas import EmbeddingsRequest, EmbeddingsResponse, ErrorResponse
@@ -20,7 +21,9 @@ _ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} fo
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=_ERRORS)
-async def create_embeddings(body: EmbeddingsRequest, registry: RegistryDep, settings: SettingsDep) -> Response:
+async def create_embeddings(
+    body: EmbeddingsRequest, request: Request, registry: RegistryDep, settings: SettingsDep
+) -> Response:
     """Embed one text or a list of texts; ``data[i]`` belongs to ``input[i]``.
 
     Raises:
@@ -34,7 +37,8 @@ async def create_embeddings(body: EmbeddingsRequest, registry: RegistryDep, sett
             f"dimensions must be <= {dims} for model {engine.model_id!r}, got {body.dimensions}",
             field="dimensions",
         )
-    out = await engine.run(texts)
+    # The queue is checked before any tokenizing, and a client that leaves takes its queued inputs with it.
+    out = await cancel_on_disconnect(request, engine.run(texts))
     vectors = np.vstack(out.results).astype(np.float32, copy=False)
     if body.dimensions is not None and body.dimensions < dims:
         vectors = vectors[:, : body.dimensions]
