@@ -205,6 +205,42 @@ class Settings(BaseSettings):
     max_ws_message_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Largest WebSocket message, in bytes."
     )
+    job_window: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Chunk calls one job runs at once; the next starts as a result is taken (bounds memory per job).",
+    )
+    max_job_result_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of results one job may hold; past it its remaining chunks fail with result_budget.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request line plus headers, in bytes (431 over it)."
+    )
+    max_headers: int = Field(default=100, ge=8, description="Most request headers (431 over it).")
+    header_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Time a client has to send a request's line and headers (408)."
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Grace a client has to send its request body, on top of the body_min_bytes_per_s floor (408).",
+    )
+    body_min_bytes_per_s: int = Field(
+        default=8192, ge=1, description="Slowest average rate a request body may arrive at after the grace (408)."
+    )
+    timeout_keep_alive_s: int = Field(
+        default=75,
+        ge=1,
+        le=3600,
+        description=(
+            "How long an idle keep-alive connection stays open. Keep it above any proxy's or client's idle "
+            "timeout (about 60 s for reverse proxies), or a reused connection may be closed under a request."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         default="info", description="Log level of chunkserve and uvicorn."
     )

@@ -11,6 +11,7 @@
     │   └── WrongTask         the model does another task (an embedding model asked to rerank)
     ├── ForbiddenTarget       an outbound URL is refused by the SSRF policy
     ├── DeadlineExceeded      the work did not finish in its time budget
+    ├── ClientTooSlow         the client sent its request slower than the server waits for
     ├── BatchFailed           the model raised on an input; only that input's caller sees it
     └── UpstreamError         a remote API answered badly or not at all
 
@@ -82,6 +83,10 @@ class ForbiddenTarget(ChunkserveError):
 
 class DeadlineExceeded(ChunkserveError):
     """The work did not finish within its deadline."""
+
+
+class ClientTooSlow(ChunkserveError):
+    """The client did not send its request (head or body) in the time allowed."""
 
 
 class BatchFailed(ChunkserveError):

@@ -71,7 +71,8 @@ def create_app(
                 await load_engines(settings, registry, loader, metrics)
             except Exception as exc:
                 registry.phase, registry.failure = Phase.FAILED, f"{type(exc).__name__}: {exc}"
-                log.error("start-up failed: %s", registry.failure, extra={"fields": {"error": registry.failure}})
+                # With its traceback: where it failed.
+                log.exception("start-up failed: %s", registry.failure, extra={"fields": {"error": registry.failure}})
                 if on_fatal is not None:
                     on_fatal(registry.failure)
                 return
@@ -109,7 +110,12 @@ def create_app(
     install_error_handlers(app)
     # Outermost last: CORS, then the request id, then the body limit, then authentication.
     app.add_middleware(AuthMiddleware, access=access)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+        min_bytes_per_s=settings.body_min_bytes_per_s,
+    )
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(AccessLogMiddleware)
     app.state.drain = drain

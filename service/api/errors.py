@@ -19,6 +19,7 @@ from service.errors import (
     AuthError,
     BatchFailed,
     ChunkserveError,
+    ClientTooSlow,
     DeadlineExceeded,
     ForbiddenTarget,
     InputTooLarge,
@@ -43,6 +44,7 @@ STATUS_TABLE: list[tuple[type[ChunkserveError], int, str, str]] = [
     (InvalidInput, 422, "invalid_request_error", "invalid_value"),
     (ForbiddenTarget, 422, "invalid_request_error", "forbidden_target"),
     (DeadlineExceeded, 504, "timeout", "deadline_exceeded"),
+    (ClientTooSlow, 408, "invalid_request_error", "request_timeout"),
     (UpstreamError, 502, "upstream_error", "upstream_error"),
     (BatchFailed, 500, "server_error", "model_error"),
 ]

@@ -162,6 +162,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             httpcore.ConnectTimeout: the handshake took longer than ``timeout``.
             httpcore.ConnectError: the handshake failed (certificate, protocol, closed connection).
         """
+        if self._protocol.buffer:
+            # Bytes that came before the handshake are not protected by it; handing them out later as if they
+            # had come over TLS would let a man in the middle inject a response. Refuse the connection.
+            self._transport.abort()
+            raise httpcore.ConnectError("the peer sent data before the TLS handshake; connection refused")
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):

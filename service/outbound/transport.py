@@ -56,16 +56,21 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
         except UpstreamError as exc:
             raise httpcore.ConnectError(exc.message) from None
-        failure = httpcore.ConnectError(f"no address of {host} accepted the connection")
-        for ip in addresses:
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout = httpcore.ConnectError(
+            f"no address of {host} accepted the connection"
+        )
+        for i, ip in enumerate(addresses):
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise httpcore.ConnectTimeout(f"connecting to {host} timed out")
+            # Each address left gets an equal share of the time left, so one that drops packets (typically an
+            # unrouted IPv6 address) cannot use up the whole timeout before the next one is tried.
+            share = None if remaining is None else remaining / (len(addresses) - i)
             try:
                 return await self.inner.connect_tcp(
-                    str(ip), port, timeout=remaining, local_address=local_address, socket_options=socket_options
+                    str(ip), port, timeout=share, local_address=local_address, socket_options=socket_options
                 )
-            except httpcore.ConnectError as exc:
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
         raise failure
 

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -131,7 +131,30 @@ class JwtVerifier:
             )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise AuthError(f"JWT rejected: {type(exc).__name__}: {exc}") from None
-        return Principal(str(claims["sub"]), "jwt")
+        return Principal(_subject(claims), "jwt")
+
+
+_DATE_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _subject(claims: dict[str, Any]) -> str:
+    """The checked ``sub`` of verified claims.
+
+    PyJWT reads a date claim with ``int()``, so ``"exp": "99999999999"`` would pass, and it takes any ``sub``: an
+    empty one would make every such caller share one quota.
+
+    Raises:
+        AuthError: a date claim that is not a number (RFC 7519 NumericDate), or a ``sub`` that is not a
+            non-empty string.
+    """
+    for name in _DATE_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise AuthError(f"JWT rejected: claim {name} is not a number")
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject.strip():
+        raise AuthError("JWT rejected: claim sub is not a non-empty string")
+    return subject
 
 
 def mint_token(

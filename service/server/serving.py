@@ -6,6 +6,7 @@ the lifespan shutdown (which drains the batchers). The whole drain is bounded by
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -14,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from importlib.util import find_spec
 from pathlib import Path
 from types import FrameType
 
@@ -33,6 +35,15 @@ def _ws_protocol() -> str:
     return "websockets-sansio" if "websockets-sansio" in uvicorn.config.WS_PROTOCOLS else "auto"
 
 
+def _http_protocol(settings: Settings) -> type[asyncio.Protocol] | str:
+    # Our limits sit on uvicorn's httptools protocol; without httptools, h11 has a head-size limit of its own.
+    if find_spec("httptools") is None:
+        return "h11"
+    from service.server.http_limits import limited_protocol
+
+    return limited_protocol(settings.max_header_bytes, settings.max_headers, settings.header_timeout_s)
+
+
 def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
     """uvicorn's settings for ``app``: our logging, no access log of its own, the drain's timeout."""
     return uvicorn.Config(
@@ -46,6 +57,9 @@ def uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
         ws=_ws_protocol(),  # type: ignore[arg-type]
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
         server_header=False,
+        timeout_keep_alive=settings.timeout_keep_alive_s,
+        http=_http_protocol(settings),  # type: ignore[arg-type]
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # used only where httptools is missing
         # Up to twice the limit the app answers with an error message and keeps the socket; past that the
         # protocol layer closes it (1009) before buffering any more.
         ws_max_size=2 * settings.max_ws_message_bytes,

@@ -11,7 +11,6 @@ and running-jobs limit, and a refused job gets an ``error`` of type ``RateLimite
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from typing import Any
@@ -38,6 +37,7 @@ log = logging.getLogger("chunkserve.ws")
 _POLICY_VIOLATION = 1008
 _SERVICE_RESTART = 1012
 _TRY_AGAIN_LATER = 1013
+OUTBOX_MESSAGES = 32
 
 
 def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
@@ -62,15 +62,20 @@ class _Session:
         self.settings = settings
         self.access = access
         self.principal = principal
-        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1024)
+        # Small: a reader that falls behind holds its jobs' dispatch back (see service/jobs/dispatch.py) instead
+        # of the server buffering results for it.
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=OUTBOX_MESSAGES)
         self.jobs: dict[str, asyncio.Task[None]] = {}
         self.conversation = Conversation()
 
     async def writer(self) -> None:
+        """Send the outbox's messages in order; ends (raising) when a send fails: the client is gone."""
         while True:
             message = await self.outbox.get()
-            await self.websocket.send_text(orjson.dumps(message).decode())
-            self.outbox.task_done()
+            try:
+                await self.websocket.send_text(orjson.dumps(message).decode())
+            finally:
+                self.outbox.task_done()
 
     async def send(self, kind: str, job_id: str | None, **data: Any) -> None:
         await self.outbox.put({"type": kind, "job_id": job_id, **data})
@@ -161,20 +166,25 @@ class _Session:
     async def serve(self, drain: Drain) -> None:
         """Run jobs until the client leaves, or until a drain begins: then finish them and close the socket."""
         receiver = asyncio.create_task(self.receive_loop(), name="ws-receive")
+        writer = asyncio.create_task(self.writer(), name="ws-writer")
         draining = asyncio.create_task(drain.wait(), name="ws-drain")
         finishing: asyncio.Task[None] | None = None
         try:
-            await asyncio.wait({receiver, draining}, return_when=asyncio.FIRST_COMPLETED)
-            if not receiver.done():
+            # A writer that fails (the client is gone) ends the session too: nothing would empty the outbox.
+            await asyncio.wait({receiver, writer, draining}, return_when=asyncio.FIRST_COMPLETED)
+            if not receiver.done() and not writer.done():
                 finishing = asyncio.create_task(self.finish(), name="ws-finish")
-                await asyncio.wait({receiver, finishing}, return_when=asyncio.FIRST_COMPLETED)
-                if finishing.done() and not receiver.done():
+                await asyncio.wait({receiver, writer, finishing}, return_when=asyncio.FIRST_COMPLETED)
+                if finishing.done() and not receiver.done() and not writer.done():
                     await self.websocket.close(code=_SERVICE_RESTART, reason="server shutting down; reconnect")
         finally:
-            tasks = [t for t in (receiver, draining, finishing) if t is not None]
+            tasks = [t for t in (receiver, writer, draining, finishing) if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
+        if not writer.cancelled() and writer.exception() is not None:
+            log.info("websocket writer stopped: %r", writer.exception())
+            return
         error = None if receiver.cancelled() else receiver.exception()
         if error is not None and not isinstance(error, WebSocketDisconnect):
             raise error
@@ -214,12 +224,8 @@ async def jobs_socket(websocket: WebSocket) -> None:
     await websocket.accept(subprotocol=WS_BEARER_PROTOCOL if WS_BEARER_PROTOCOL in offered else None)
     principal: Principal = websocket.state.principal
     session = _Session(websocket, websocket.state.pipeline, settings, websocket.state.access, principal)
-    writer = asyncio.create_task(session.writer())
     try:
         with drain.session():
             await session.serve(drain)
     finally:
         await session.close()
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
