@@ -240,6 +240,8 @@ class RemoteClient:
             # Every transport failure (connect, write to a connection the peer closed, read, protocol): a pooled
             # connection may have gone stale, so it is worth another try on a fresh one.
             raise _Retryable("connect", f"connection failed ({type(exc).__name__})") from None
+        except httpx.DecodingError:
+            raise _Final("malformed", "the answer does not match its Content-Encoding") from None
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
             # Anything else the client refuses (a URL or header it cannot send): no retry can fix it.
             raise _Final("connect", f"the request could not be sent ({type(exc).__name__})") from None
