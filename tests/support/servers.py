@@ -16,6 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import WS_PROTOCOLS
 
 GRACEFUL_SHUTDOWN_S = 5
+# Longer than any test client's keep-alive (httpx: 5 s), so that a client never reuses a connection at the moment
+# the server closes it (a "connection reset" that looks like a flaky test).
+KEEP_ALIVE_S = 60
 
 
 def _ws_protocol() -> Literal["websockets-sansio", "websockets", "auto"]:
@@ -70,7 +73,13 @@ class ServerThread:
     """uvicorn serving ``app`` from a daemon thread; ``with`` / ``async with`` it for the base URL."""
 
     def __init__(
-        self, app: ASGIApp, *, host: str = "127.0.0.1", start_timeout_s: float = 30.0, stop_timeout_s: float = 15.0
+        self,
+        app: ASGIApp,
+        *,
+        host: str = "127.0.0.1",
+        start_timeout_s: float = 30.0,
+        stop_timeout_s: float = 15.0,
+        http: type[asyncio.Protocol] | None = None,
     ) -> None:
         self.host, self.start_timeout_s, self.stop_timeout_s = host, start_timeout_s, stop_timeout_s
         self._watch = _LifespanWatch(app)
@@ -83,6 +92,8 @@ class ServerThread:
             log_level="warning",
             ws=_ws_protocol(),
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            timeout_keep_alive=KEEP_ALIVE_S,
+            http=http if http is not None else "auto",
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="test-uvicorn", daemon=True)
@@ -159,12 +170,18 @@ class ServerThread:
 
 
 @contextlib.contextmanager
-def running_server(app: ASGIApp, *, host: str = "127.0.0.1", start_timeout_s: float = 30.0) -> Iterator[str]:
+def running_server(
+    app: ASGIApp,
+    *,
+    host: str = "127.0.0.1",
+    start_timeout_s: float = 30.0,
+    http: type[asyncio.Protocol] | None = None,
+) -> Iterator[str]:
     """Serve ``app`` until the block ends; yields ``http://127.0.0.1:PORT``.
 
     Raises:
         RuntimeError: the server did not start (its lifespan failed, or it took over ``start_timeout_s``), or it did
             not stop in time, or the app's lifespan failed at shutdown.
     """
-    with ServerThread(app, host=host, start_timeout_s=start_timeout_s) as url:
+    with ServerThread(app, host=host, start_timeout_s=start_timeout_s, http=http) as url:
         yield url
