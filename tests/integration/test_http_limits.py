@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -19,6 +20,7 @@ from tests.integration.conftest import tiny_settings, wait_ready
 from tests.support.servers import running_server
 
 HEAD_BYTES = 8192
+POST = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +47,9 @@ def _connect(url: str) -> socket.socket:
 
 
 def _send(sock: socket.socket, data: bytes) -> None:
-    try:
+    # The server may refuse and close before it has read everything: its answer is what counts.
+    with contextlib.suppress(OSError):
         sock.sendall(data)
-    except OSError:  # the server may refuse and close before it has read everything: its answer is what counts
-        pass
 
 
 def _answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
