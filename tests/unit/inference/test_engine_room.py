@@ -13,6 +13,7 @@ from models.base import Encoded, Model
 from service.batching.batcher import BatchPolicy
 from service.errors import InputTooLarge, Overloaded
 from service.inference.engine import ModelEngine
+from tests.support.waiting import until
 
 
 class _Counting:
@@ -49,11 +50,9 @@ async def test_a_request_larger_than_the_queue_is_413_and_a_full_queue_is_503_bo
         assert model.encoded == 0
 
         running = [asyncio.create_task(engine.run(["text 0"]))]
-        while engine.counts.batches == 0 and not (model.encoded == 1 and engine.queue_depth == 0):
-            await asyncio.sleep(0.005)  # until the first input is inside the (gated) model
+        await until(lambda: model.encoded == 1 and engine.queue_depth == 0)  # the first input is in the model
         running += [asyncio.create_task(engine.run([f"text {i}"])) for i in range(1, 4)]
-        while engine.queue_depth < 3:
-            await asyncio.sleep(0.005)
+        await until(lambda: engine.queue_depth == 3)
         before = model.encoded
         with pytest.raises(Overloaded):
             await engine.run(["one more"])

@@ -12,6 +12,7 @@ import pytest
 from service.outbound.aionet import AsyncioBackend
 from service.outbound.guard import OutboundPolicy
 from service.outbound.transport import GuardedBackend
+from tests.support.waiting import until
 from tests.unit.outbound.test_aionet import server
 from tests.unit.outbound.test_guard import FakeDNS
 
@@ -63,8 +64,7 @@ async def test_start_tls_refuses_a_connection_whose_peer_sent_bytes_before_the_h
 
     async with server(early) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
-        while not stream.get_extra_info("is_readable"):
-            await asyncio.sleep(0.001)  # until the early bytes are in the buffer
+        await until(lambda: bool(stream.get_extra_info("is_readable")))  # the early bytes are in the buffer
         with pytest.raises(httpcore.ConnectError, match="before the TLS handshake"):
             await stream.start_tls(ssl.create_default_context(), server_hostname="localhost", timeout=5)
         assert stream._transport.is_closing()  # type: ignore[attr-defined]

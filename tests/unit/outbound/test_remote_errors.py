@@ -8,6 +8,7 @@ import httpx2 as httpx
 import pytest
 
 from service.outbound.remote import RemoteClient, RemoteTarget, RetryPolicy, UpstreamCallError
+from tests.support.waiting import until
 
 
 def _subclasses(cls: type[Exception]) -> list[type[Exception]]:
@@ -85,8 +86,7 @@ async def test_per_host_limiters_live_only_while_their_host_has_calls() -> None:
         await remote.call(RemoteTarget(url=f"http://h{i}.example/x"), "text", timeout_s=5)
     assert remote.hosts_tracked == 0
     held = asyncio.create_task(remote.call(RemoteTarget(url="http://held.example/x"), "t", timeout_s=5))
-    while remote.hosts_tracked == 0:
-        await asyncio.sleep(0)
+    await until(lambda: remote.hosts_tracked == 1)
     assert remote.hosts_tracked == 1
     gate.set()
     assert (await held).value == {"ok": True}
