@@ -184,6 +184,8 @@ def build_pipeline(
         max_chunks=settings.max_chunks,
         max_timeout_s=settings.remote_max_timeout_s,
         default_timeout_s=settings.remote_timeout_s,
+        window=settings.job_window,
+        max_result_bytes=settings.max_job_result_bytes,
     )
     return Pipeline(registry, remote, policy, limits_, resolver=resolver), http
 
