@@ -42,8 +42,8 @@ def test_a_client_that_leaves_takes_its_queued_inputs_with_it(
         first.start()
         try:
             assert entered.wait(30)
+            inputs = [f"abandoned {i}" for i in range(10)]
             with pytest.raises(httpx.ReadTimeout):
-                inputs = [f"abandoned {i}" for i in range(10)]
                 httpx.post(f"{url}{path}", json={"input": inputs}, timeout=httpx.Timeout(30, read=0.5))
             deadline = time.monotonic() + 30
             while engine.counts.dropped < 10 and time.monotonic() < deadline:
