@@ -119,6 +119,7 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(AccessLogMiddleware)
     app.state.drain = drain
+    app.state.access = access  # the quotas, for operators' tools and tests (requests get them from the lifespan)
     install_cors(app, settings)
     for module in (
         health,
