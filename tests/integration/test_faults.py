@@ -119,7 +119,7 @@ def nothing_left_behind(server: Server) -> Iterator[None]:
     deadline = time.monotonic() + 15
     while True:
         # sse-starlette starts one shutdown watcher per event loop with the first stream: not a request's task.
-        left = {t for t in server.probe.tasks() - server.baseline if t.get_coro().__name__ != "_shutdown_watcher"}
+        left = {t for t in server.probe.tasks() - server.baseline if "_shutdown_watcher" not in repr(t.get_coro())}
         slots = dict(server.app.state.access.slots._running)
         if not left and not slots:
             return

@@ -91,7 +91,7 @@ def test_a_websocket_job_with_unsendable_headers_gets_an_error_and_the_socket_st
         error = json.loads(ws.recv(timeout=30))
         assert error["type"] == "error" and "headers" in error["error"]["message"]
         ws.send(json.dumps({"job_id": "ok", "text": TEXT, "chunk_size": 200}))
-        kinds = []
+        kinds: list[str] = []
         while not kinds or kinds[-1] not in ("done", "error"):
             kinds.append(json.loads(ws.recv(timeout=30))["type"])
         assert kinds[-1] == "done"
