@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 
 from service.bench.servers.fake_remote import FakeRemoteConfig, create_fake_remote, fake_embedding
 from tests.support.servers import ServerThread, running_server
+from tests.support.waiting import until
 
 
 @pytest.fixture(scope="module")
@@ -157,13 +158,19 @@ def test_redirect_is_a_302_to_the_given_url(client: httpx.Client) -> None:
 
 
 async def test_per_request_latency_holds_requests_in_flight_together(client: httpx.Client, fake: str) -> None:
+    # A latency far longer than sending 50 requests can take, however loaded the machine: all 50 are held at once
+    # (waited for, not timed), then the client leaves and each is counted abandoned.
     limits = httpx.Limits(max_connections=100)
-    async with httpx.AsyncClient(base_url=fake, trust_env=False, timeout=30, limits=limits) as many:
-        calls = [many.post("/generic?latency_ms=500", json={"text": f"text {i}"}) for i in range(50)]
-        responses = await asyncio.gather(*calls)
-    assert all(r.status_code == 200 for r in responses)
-    stats = _stats(client)
-    assert (stats["peak_in_flight"], stats["completed"], stats["in_flight"]) == (50, 50, 0)
+    async with httpx.AsyncClient(base_url=fake, trust_env=False, timeout=120, limits=limits) as many:
+        calls = [
+            asyncio.create_task(many.post("/generic?latency_ms=60000", json={"text": f"text {i}"})) for i in range(50)
+        ]
+        await until(lambda: _stats(client)["in_flight"] == 50, timeout_s=60, step_s=0.02)
+        for call in calls:
+            call.cancel()
+        await asyncio.wait(calls)
+    stats = _wait_for(client, lambda s: s["abandoned"] == 50)
+    assert (stats["peak_in_flight"], stats["abandoned"], stats["completed"], stats["in_flight"]) == (50, 50, 0, 0)
     assert stats["requests"] == stats["by_path"]["/generic"] == 50
 
 

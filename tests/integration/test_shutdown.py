@@ -42,6 +42,11 @@ def _wait_for(condition: Any, what: str, timeout_s: float = 15.0) -> None:
         time.sleep(0.02)
 
 
+def _models_ready(server: Any) -> int:
+    """How many worker processes have logged their (one) model ready."""
+    return sum(str(line.get("msg", "")).startswith("model tiny-embed ready") for line in server.log_lines())
+
+
 def _ready_now(url: str) -> bool:
     try:
         return httpx.get(f"{url}/ready", timeout=30, trust_env=False).status_code == 200
@@ -183,14 +188,13 @@ def test_workers_share_one_port_and_all_drain_on_sigterm(tiny_bert_dir: Path, tm
     args = ["--model", f"tiny-embed={tiny_bert_dir}:embedding", "--device", "cpu", "--torch-threads", "1"]
     with server_process([*args, "--workers", "2"], tmp_path) as server:
         # The port is bound and listening before the workers have started: connections wait in the backlog.
-        _wait_for(lambda: _ready_now(server.url), "a worker to be ready", timeout_s=60)
-        served = 0
-        for i in range(40):  # the other worker may still be loading: it answers 503 until ready
+        # Both workers say when their model is ready; waiting for both lines (not for a count of 200s) is no race.
+        _wait_for(lambda: _models_ready(server) == 2, "both workers to be ready", timeout_s=120)
+        _wait_for(lambda: _ready_now(server.url), "a worker to answer /ready", timeout_s=60)
+        for i in range(20):
             body = {"input": f"text {i}"}
             response = httpx.post(f"{server.url}/v1/embeddings", json=body, trust_env=False, timeout=30)
-            assert response.status_code in (200, 503), response.text
-            served += response.status_code == 200
-        assert served >= 20
+            assert response.status_code == 200, response.text
         server.proc.send_signal(signal.SIGTERM)
         code = server.proc.wait(SHUTDOWN_TIMEOUT_S + 10)
     assert code == 0, server.log_path.read_text()[-3000:]

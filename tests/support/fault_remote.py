@@ -3,7 +3,7 @@
 ``/ok`` answers properly; ``/reset`` resets the connection; ``/halfclose`` closes its side without answering;
 ``/garbage`` answers bytes that are not HTTP; ``/slow`` answers properly, one byte at a time; ``/midbody`` closes
 half way through the body it announced; ``/badheaders`` answers a header line that is not a header; ``/hang``
-never answers. Each connection serves one request.
+never answers; ``/gated`` answers properly once ``open_gate()`` is called. Each connection serves one request.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from types import TracebackType
 
 import orjson
 
-FAULTS = ("ok", "reset", "halfclose", "garbage", "slow", "midbody", "badheaders", "hang")
+FAULTS = ("ok", "reset", "halfclose", "garbage", "slow", "midbody", "badheaders", "hang", "gated")
 _OK_BODY = orjson.dumps({"ok": True})
 _OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
     len(_OK_BODY),
@@ -32,7 +32,12 @@ class FaultRemote:
         self._thread = threading.Thread(target=self.loop.run_forever, name="fault-remote", daemon=True)
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._gate = asyncio.Event()
         self.url = ""
+
+    def open_gate(self) -> None:
+        """Let every ``/gated`` request, waiting or to come, be answered."""
+        self.loop.call_soon_threadsafe(self._gate.set)
 
     def __enter__(self) -> str:
         self._thread.start()
@@ -96,4 +101,7 @@ class FaultRemote:
             writer.write(b"HTTP/1.1 200 OK\r\nthis is not a header\r\ncontent-length: 2\r\n\r\n{}")
         elif fault == "hang":
             await reader.read()
+        elif fault == "gated":
+            await self._gate.wait()
+            writer.write(_OK)
         await writer.drain()
