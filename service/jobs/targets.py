@@ -14,7 +14,8 @@ from typing import Any
 
 from service.errors import InputTooLarge
 from service.jobs.chunking import Strategy
-from service.outbound.remote import RemoteProtocol, RemoteTarget
+from service.outbound.protocols import RemoteProtocol
+from service.outbound.remote import RemoteTarget
 from service.schemas import ProcessRequest, ReduceSpec, TargetSpec
 
 

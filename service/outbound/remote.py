@@ -15,23 +15,15 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import httpx2 as httpx
 
 from service.errors import DeadlineExceeded, ForbiddenTarget, UpstreamError
+from service.outbound.protocols import MalformedAnswer, RemoteProtocol, parse_answer, request_body
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _DROP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "cookie"})
-
-
-class RemoteProtocol(StrEnum):
-    """How a chunk is put to a remote API and how its answer is read."""
-
-    GENERIC = "generic"
-    OPENAI_EMBEDDINGS = "openai-embeddings"
-    OPENAI_CHAT = "openai-chat"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -226,7 +218,7 @@ class RemoteClient:
         return headers
 
     async def _once(self, target: RemoteTarget, text: str, timeout_s: float, cap: int) -> tuple[Any, int]:
-        body = _request_body(target, text)
+        body = request_body(target.protocol, target.model, target.prompt, text)
         try:
             request = self.client.build_request(
                 "POST", target.endpoint(), json=body, headers=self._headers(target), timeout=timeout_s
@@ -263,7 +255,10 @@ class RemoteClient:
             payload = json.loads(raw)
         except ValueError:
             raise _Final("malformed", "the answer is not valid JSON") from None
-        return _parse_answer(target, payload), len(raw)
+        try:
+            return parse_answer(target.protocol, payload), len(raw)
+        except MalformedAnswer as exc:
+            raise _Final("malformed", str(exc)) from None
 
     async def _read_capped(self, response: httpx.Response, cap: int) -> bytes:
         declared = response.headers.get("content-length")
@@ -310,27 +305,3 @@ def _retry_after(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def _request_body(target: RemoteTarget, text: str) -> dict[str, Any]:
-    if target.protocol is RemoteProtocol.OPENAI_EMBEDDINGS:
-        return {"input": text, "model": target.model or "default"}
-    if target.protocol is RemoteProtocol.OPENAI_CHAT:
-        messages = [{"role": "system", "content": target.prompt}] if target.prompt else []
-        messages.append({"role": "user", "content": text})
-        return {"model": target.model or "default", "messages": messages}
-    return {"text": text}
-
-
-def _parse_answer(target: RemoteTarget, payload: Any) -> Any:
-    try:
-        if target.protocol is RemoteProtocol.OPENAI_EMBEDDINGS:
-            embedding = payload["data"][0]["embedding"]
-            if not isinstance(embedding, list):
-                raise TypeError("embedding is not a list")
-            return embedding
-        if target.protocol is RemoteProtocol.OPENAI_CHAT:
-            return str(payload["choices"][0]["message"]["content"])
-    except (KeyError, IndexError, TypeError):
-        raise _Final("malformed", f"the answer is not an OpenAI {target.protocol.value} response") from None
-    return payload
