@@ -6,6 +6,7 @@ whichever way it came in.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class LocalTarget:
 Target = LocalTarget | RemoteTarget
 
 
+@functools.lru_cache(maxsize=4096)  # asked once per chunk; a digest per call would add up over a large job
 def target_label(target: Target) -> str:
     """How a target is named in results: distinct targets get distinct labels.
 
