@@ -37,7 +37,7 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def server_process(
-    args: list[str], workdir: Path, *, env: dict[str, str] | None = None, start_timeout_s: float = 60.0
+    args: list[str], workdir: Path, *, env: dict[str, str] | None = None, start_timeout_s: float = 180.0
 ) -> Iterator[ServerProcess]:
     """Run ``python -m service.cli serve ARGS --host 127.0.0.1 --port 0`` until the block ends (then kill it).
 
