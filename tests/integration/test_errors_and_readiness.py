@@ -62,12 +62,13 @@ def test_validation_errors_do_not_echo_the_input(tiny_url: str) -> None:
 
 
 def test_malformed_json_and_unknown_route(tiny_url: str) -> None:
+    # 30 s, not httpx's default 5 s: one run of the suite failed here with two suites sharing 2 cores (load ~19).
     response = httpx.post(
-        f"{tiny_url}/v1/embeddings", content=b'{"input": ', headers={"content-type": "application/json"}
+        f"{tiny_url}/v1/embeddings", content=b'{"input": ', headers={"content-type": "application/json"}, timeout=30
     )
     assert response.status_code == 422
     assert "JSON" in str(_error(response)["message"])
-    missing = httpx.get(f"{tiny_url}/v1/nothing-here")
+    missing = httpx.get(f"{tiny_url}/v1/nothing-here", timeout=30)
     assert missing.status_code == 404
     assert _error(missing)["message"]
 
