@@ -52,10 +52,7 @@ def target_label(target: Target) -> str:
     carry keys), so that two targets on one URL are never confused in results or by ``--resume``.
     """
     if isinstance(target, LocalTarget):
-        if target.prompt is None and target.max_tokens is None:
-            return target.label
-        digest = hashlib.sha256(repr((target.prompt, target.max_tokens)).encode()).hexdigest()[:10]
-        return f"{target.label} (config={digest})"  # one generation model with two prompts: two targets
+        return target.label
     parts = [] if target.protocol is RemoteProtocol.GENERIC else [target.protocol.value]
     if target.model is not None:
         parts.append(f"model={target.model}")
