@@ -187,4 +187,6 @@ def test_preparing_a_maximal_job_does_not_stall_other_requests(server: str, fake
         poller.join(30)
     assert response.status_code == 200 and response.json()["successful"] == 21
     assert len(latencies) > 5
-    assert max(latencies) < on_the_loop_s / 2, (max(latencies), on_the_loop_s)
+    # On the loop, the /health call sent as chunking starts waits for all of it (>= 0.9 x); off the loop it waits
+    # for GIL turns only. A ratio in the same run, with room for a loaded machine (one full-suite run failed at 0.5).
+    assert max(latencies) < on_the_loop_s * 0.75, (max(latencies), on_the_loop_s)
