@@ -144,13 +144,14 @@ def test_websocket_job_passes_the_proxy(ray_url: str) -> None:
     assert all(r["success"] and len(r["result"]) == 32 for r in results)
 
 
-def test_a_replicas_full_queue_stays_503_with_retry_after(ray_url: str) -> None:
-    # More inputs than the replica's queue holds: the batcher refuses them at once with 503 + Retry-After.
+def test_more_inputs_than_a_replicas_queue_can_ever_hold_is_413_naming_the_limit(ray_url: str) -> None:
+    # More inputs than the replica's queue holds even when empty: no retry can help, so 413 (not 503) at once.
     body = {"model": "tiny-embed", "input": [f"t{i}" for i in range(MAX_QUEUE + 1)]}
     response = httpx.post(f"{ray_url}/v1/embeddings", json=body, timeout=30)
-    assert response.status_code == 503
-    assert int(response.headers["retry-after"]) >= 1
-    assert response.json()["error"]["code"] == "overloaded"
+    assert response.status_code == 413
+    assert "retry-after" not in response.headers
+    error = response.json()["error"]
+    assert error["code"] == "input_too_large" and "CHUNKSERVE_MAX_QUEUE" in error["message"]
 
 
 def test_rays_own_queue_limit_answers_503_with_retry_after(ray_url: str, fake: str) -> None:
