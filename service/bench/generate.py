@@ -221,31 +221,22 @@ async def closed_loop_generate(
 @contextlib.contextmanager
 def transformers_serve(model_dir: Path, threads: int, timeout_s: float = 300.0) -> Iterator[str]:
     """``transformers serve MODEL_DIR`` on a free loopback port until the block ends; yields its URL."""
-    from service.bench.procs import free_port
+    from service.bench.procs import free_port, running
 
     port = free_port()
     cmd = ["transformers", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"bench: transformers serve exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench: transformers serve was not up within {timeout_s:.0f} s")
-            time.sleep(0.5)
+    with running(
+        cmd,
+        f"http://127.0.0.1:{port}",
+        "/health",
+        env=env,
+        timeout_s=timeout_s,
+        name="transformers serve",
+        stdout=subprocess.DEVNULL,
+        poll_s=0.5,
+    ) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def run_generate_scenario(

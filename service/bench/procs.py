@@ -90,19 +90,46 @@ def spawned(
     """
     port = free_port()
     cmd = [sys.executable, "-m", module, *args, "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "CHUNKSERVE_LOG_LEVEL": "warning", **(env or {})})
-    url = f"http://127.0.0.1:{port}"
+    with running(
+        cmd,
+        f"http://127.0.0.1:{port}",
+        ready_path,
+        env={**os.environ, "CHUNKSERVE_LOG_LEVEL": "warning", **(env or {})},
+        timeout_s=timeout_s,
+        name=" ".join(args),
+    ) as (url, proc):
+        yield url, proc
+
+
+@contextlib.contextmanager
+def running(
+    cmd: list[str],
+    url: str,
+    ready_path: str,
+    *,
+    env: dict[str, str],
+    timeout_s: float,
+    name: str,
+    stdout: int | None = None,
+    poll_s: float = 0.3,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start ``cmd``, wait until ``url + ready_path`` answers 200, and stop the process when the block ends.
+
+    Raises:
+        SystemExit: the process exited, or was not ready within ``timeout_s``.
+    """
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise SystemExit(f"bench: {' '.join(args)} exited with {proc.returncode}")
+                raise SystemExit(f"bench: {name} exited with {proc.returncode}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{url}{ready_path}", timeout=2, trust_env=False).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise SystemExit(f"bench: {' '.join(args)} was not ready within {timeout_s:.0f} s")
-            time.sleep(0.3)
+                raise SystemExit(f"bench: {name} was not ready within {timeout_s:.0f} s")
+            time.sleep(poll_s)
         yield url, proc
     finally:
         proc.terminate()
