@@ -157,6 +157,15 @@ def _refuse_unless_allowed(ip: IPAddress, port: int, host: str, policy: Outbound
         raise ForbiddenTarget(f"host {host} {verb} a {reason} address, which outbound calls may not reach{hint}")
 
 
+def check_literal(ip: IPAddress, port: int, policy: OutboundPolicy) -> None:
+    """Refuse an IP-literal host the policy does not allow (what ``resolve_and_check`` does for one, without DNS).
+
+    Raises:
+        ForbiddenTarget: ``ip`` is not public and the allowlist does not admit it.
+    """
+    _refuse_unless_allowed(ip, port, str(ip), policy, resolved=False)
+
+
 @dataclass(frozen=True)
 class ParsedTarget:
     """A URL that passed the static check: its scheme, normalised host (no brackets) and port."""
