@@ -7,13 +7,12 @@ Upstream error bodies are never passed on; callers see the host, the status and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import functools
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,13 +50,18 @@ class RemoteTarget:
 
     def endpoint(self) -> str:
         """The URL actually posted to (OpenAI base URLs get their resource path)."""
-        suffix = {
-            RemoteProtocol.OPENAI_EMBEDDINGS: "/embeddings",
-            RemoteProtocol.OPENAI_CHAT: "/chat/completions",
-        }.get(self.protocol)
-        if suffix is None or self.url.rstrip("/").endswith(suffix):
-            return self.url
-        return self.url.rstrip("/") + suffix
+        return _endpoint(self.url, self.protocol)
+
+
+_SUFFIXES = {RemoteProtocol.OPENAI_EMBEDDINGS: "/embeddings", RemoteProtocol.OPENAI_CHAT: "/chat/completions"}
+
+
+@functools.lru_cache(maxsize=1024)  # asked once per chunk, for the same few targets
+def _endpoint(url: str, protocol: RemoteProtocol) -> str:
+    suffix = _SUFFIXES.get(protocol)
+    if suffix is None or url.rstrip("/").endswith(suffix):
+        return url
+    return url.rstrip("/") + suffix
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,20 +140,18 @@ class RemoteClient:
         """Hosts that have a concurrency limiter now (only those with calls in flight or waiting)."""
         return len(self._limits)
 
-    @contextlib.asynccontextmanager
-    async def _limit(self, host: str) -> AsyncIterator[None]:
+    def _slot(self, host: str) -> _HostSlot:
         # Callers choose the hosts: a limiter lives only while some call uses it, so the table stays bounded.
         slot = self._limits.get(host)
         if slot is None:
             slot = self._limits[host] = _HostSlot(asyncio.Semaphore(self.per_host_limit))
         slot.users += 1
-        try:
-            async with slot.semaphore:
-                yield
-        finally:
-            slot.users -= 1
-            if slot.users == 0 and self._limits.get(host) is slot:
-                del self._limits[host]
+        return slot
+
+    def _release(self, host: str, slot: _HostSlot) -> None:
+        slot.users -= 1
+        if slot.users == 0 and self._limits.get(host) is slot:
+            del self._limits[host]
 
     async def call(
         self,
@@ -175,10 +177,16 @@ class RemoteClient:
         attempt = 0
         while True:
             attempt += 1
+            # Inline rather than an async context manager: this runs once per chunk of every job.
+            host = target.host
+            slot = self._slot(host)
             try:
-                async with self._limit(target.host):
-                    value, size = await self._once(target, text, self._timeout(timeout_s, deadline), cap)
-                self.stats.count(target.host, "ok")
+                try:
+                    async with slot.semaphore:
+                        value, size = await self._once(target, text, self._timeout(timeout_s, deadline), cap)
+                finally:
+                    self._release(host, slot)
+                self.stats.count(host, "ok")
                 return RemoteResult(value=value, attempts=attempt, size=size)
             except asyncio.CancelledError:
                 self.stats.cancelled += 1
