@@ -136,12 +136,17 @@ class FakeDNS:
 
 @asynccontextmanager
 async def remote_client(
-    policy: OutboundPolicy = LOOPBACK, resolver: FakeDNS | None = None, **options: int
+    policy: OutboundPolicy = LOOPBACK,
+    resolver: FakeDNS | None = None,
+    *,
+    attempts: int = 2,
+    per_host_limit: int = 64,
+    max_response_bytes: int = 4 * 1024 * 1024,
 ) -> AsyncIterator[RemoteClient]:
     session = GuardedSession(policy, resolver=resolver)
-    retry = RetryPolicy(attempts=options.pop("attempts", 2), backoff_base_s=0.001, backoff_max_s=0.001)
+    retry = RetryPolicy(attempts=attempts, backoff_base_s=0.001, backoff_max_s=0.001)
     try:
-        yield RemoteClient(session, retry=retry, **options)
+        yield RemoteClient(session, retry=retry, per_host_limit=per_host_limit, max_response_bytes=max_response_bytes)
     finally:
         await session.aclose()
 
