@@ -9,22 +9,26 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 import pytest
+import uvloop
 
 from service.config import Settings
 from service.errors import ForbiddenTarget
 from service.inference.registry import ModelRegistry, Phase
 from service.jobs.chunking import Strategy
 from service.jobs.targets import Job
-from service.outbound.aio import GuardedSession
+from service.outbound.aio import GuardedSession, aiohttp_exchange
+from service.outbound.exchange import Retryable
 from service.outbound.guard import OutboundPolicy
 from service.outbound.remote import RemoteClient, RemoteTarget, RetryPolicy, UpstreamCallError
 from service.runtime import build_pipeline
 from tests.support.waiting import until
+from tests.unit.outbound import test_guard
 
 PUBLIC_V4 = "93.184.216.34"
 LOOPBACK = OutboundPolicy.from_allowlist(["127.0.0.1"])
@@ -388,3 +392,37 @@ async def test_a_job_fails_only_the_chunks_whose_calls_failed() -> None:
     assert failed == {i for i in range(40) if "7" in f"{i:04d}"}
     assert all(r.error is not None and r.error.type == "status" for r in results if not r.success)
     assert all(r.result == {"echo": f"{r.index:04d}"} for r in results if r.success)
+
+
+# ---------------------------------------------------------------- TLS: the URL's host verified, checked address used
+
+TEST_CA = test_guard.TEST_CA
+tls_upstream = test_guard.upstream
+tls_server_context = test_guard.tls_server_context  # the same fixture, found here by its name
+
+
+@pytest.mark.parametrize(("name", "verifies"), [("rebind.test", True), ("other.test", False)])
+async def test_tls_verifies_the_url_host_while_connecting_to_the_checked_address(
+    tls_server_context: tuple[ssl.SSLContext, list[str | None]], name: str, verifies: bool
+) -> None:
+    server_context, sni_names = tls_server_context
+    verify = ssl.create_default_context(cadata=TEST_CA)
+    session = GuardedSession(LOOPBACK, resolver=FakeDNS({name: ["127.0.0.1"]}), verify=verify)
+    try:
+        async with tls_upstream(tls=server_context) as up:
+            url = f"https://{name}:{up.port}/"
+            if verifies:
+                got = await aiohttp_exchange(session, url, b"{}", {}, 5, 1000)
+                assert (got.status, got.body) == (200, b"ok")
+            else:
+                with pytest.raises(Retryable, match="connection failed"):
+                    await aiohttp_exchange(session, url, b"{}", {}, 5, 1000)
+    finally:
+        await session.aclose()
+    assert sni_names == [name]
+
+
+def test_tls_through_the_guard_works_on_uvloop_too(tls_server_context: tuple[ssl.SSLContext, list[str | None]]) -> None:
+    uvloop.run(
+        test_tls_verifies_the_url_host_while_connecting_to_the_checked_address(tls_server_context, "rebind.test", True)
+    )
