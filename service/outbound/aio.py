@@ -127,7 +127,7 @@ def _checked_url(url: str, policy: OutboundPolicy) -> URL:
 async def aiohttp_exchange(
     guarded: GuardedSession, url: str, body: bytes, headers: dict[str, str], timeout_s: float, cap: int
 ) -> Answer:
-    """POST ``body`` (JSON) to ``url``; read at most ``cap`` bytes of the answer.
+    """POST ``body`` with ``headers`` (Content-Type included) to ``url``; read at most ``cap`` bytes of the answer.
 
     Raises:
         Retryable: the connection failed or broke mid-answer.
@@ -144,7 +144,7 @@ async def aiohttp_exchange(
         async with guarded.session.post(
             target,
             data=body,
-            headers={**headers, "Content-Type": "application/json"},
+            headers=headers,
             timeout=timeout,
             allow_redirects=False,
         ) as response:

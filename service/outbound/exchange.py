@@ -54,7 +54,9 @@ def over_cap(cap: int) -> Final:
 async def httpx_exchange(
     client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], timeout_s: float, cap: int
 ) -> Answer:
-    """POST ``body`` (JSON) to ``url`` through an httpx client; read at most ``cap`` bytes of the answer.
+    """POST ``body`` with ``headers`` (Content-Type included) to ``url`` through an httpx client.
+
+    At most ``cap`` bytes of the answer are read.
 
     Raises:
         Retryable: the connection failed or broke mid-answer.
@@ -62,9 +64,7 @@ async def httpx_exchange(
         ForbiddenTarget: the client's guard refused the address at connect time.
     """
     try:
-        request = client.build_request(
-            "POST", url, content=body, headers={**headers, "Content-Type": "application/json"}, timeout=timeout_s
-        )
+        request = client.build_request("POST", url, content=body, headers=headers, timeout=timeout_s)
         response = await client.send(request, stream=True)
     except ForbiddenTarget:
         raise

@@ -227,6 +227,9 @@ class RemoteClient:
         key = self._api_keys.get(target.host.lower())
         if key and not any(k.lower() == "authorization" for k in headers):
             headers["Authorization"] = f"Bearer {key}"
+        # The body is JSON; a target's own Content-Type (its headers may set one) is sent instead, never both.
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
         return headers
 
     async def _once(self, target: RemoteTarget, text: str, timeout_s: float, cap: int) -> tuple[Any, int]:

@@ -426,3 +426,11 @@ def test_tls_through_the_guard_works_on_uvloop_too(tls_server_context: tuple[ssl
     uvloop.run(
         test_tls_verifies_the_url_host_while_connecting_to_the_checked_address(tls_server_context, "rebind.test", True)
     )
+
+
+async def test_a_targets_own_content_type_is_sent_alone() -> None:
+    async with upstream() as up, remote_client() as remote:
+        target = RemoteTarget(url=up.url, headers=(("content-type", "application/json; charset=utf-8"),))
+        await remote.call(target, "t", timeout_s=5)
+    lines = [line for line in up.requests[0].lower().split(b"\r\n") if line.startswith(b"content-type:")]
+    assert lines == [b"content-type: application/json; charset=utf-8"]
