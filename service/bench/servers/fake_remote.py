@@ -82,9 +82,14 @@ async def _hold(receive: Receive, seconds: float) -> bool:
     # the fake must cost less per call than the clients it measures.
     loop = asyncio.get_running_loop()
     woke: asyncio.Future[bool] = loop.create_future()
+
+    def wake(in_time: bool) -> None:
+        if not woke.done():
+            woke.set_result(in_time)
+
     watcher = loop.create_task(_disconnect(receive))
-    watcher.add_done_callback(lambda _: woke.done() or woke.set_result(False))
-    timer = loop.call_later(seconds, lambda: woke.done() or woke.set_result(True))
+    watcher.add_done_callback(lambda _: wake(False))
+    timer = loop.call_later(seconds, wake, True)
     try:
         return await woke
     finally:
