@@ -7,12 +7,14 @@ from a fake resolver, and every server is a tiny HTTP/1.1 one on 127.0.0.1 that 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import uvloop
@@ -162,10 +164,31 @@ async def call(remote: RemoteClient, url: str, text: str = "text", timeout_s: fl
 # ---------------------------------------------------------------- the guard on the aiohttp path
 
 
-async def test_an_allowlisted_loopback_server_is_reached() -> None:
+@pytest.fixture(autouse=True)
+async def loopback_only() -> AsyncIterator[list[str]]:
+    """Every connection this module's tests open goes to loopback, even if the guard under test regressed."""
+    loop = asyncio.get_running_loop()
+    real = loop.sock_connect
+    tried: list[str] = []
+
+    async def sock_connect(sock: socket.socket, address: Any) -> None:
+        tried.append(address[0])
+        if not ipaddress.ip_address(address[0]).is_loopback:
+            raise AssertionError(f"a test tried to connect to {address[0]}")
+        await real(sock, address)
+
+    loop.sock_connect = sock_connect  # type: ignore[method-assign]
+    try:
+        yield tried
+    finally:
+        del loop.sock_connect  # the class's own again
+
+
+async def test_an_allowlisted_loopback_server_is_reached(loopback_only: list[str]) -> None:
     async with upstream() as up, remote_client() as remote:
         assert await call(remote, up.url) == {"ok": True}
     assert up.connections == 1
+    assert loopback_only == ["127.0.0.1"]  # the fixture sees every connection
 
 
 async def test_loopback_without_allowlist_is_refused_and_never_connected() -> None:
