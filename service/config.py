@@ -49,14 +49,15 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         le=256,
-        description="Intra-op threads for torch on CPU. Unset: one per core, at most 4.",
+        description="Intra-op threads for torch on CPU. Unset: one per usable core (CPU affinity), at most 4.",
     )
     max_batch_size: int | None = Field(
         default=None,
         ge=1,
         le=4096,
         description=(
-            "Most inputs in one model call; unset: 8 on CPU (small length-sorted batches are fastest there), "
+            "Most inputs in one model call; unset: chosen from the machine (service/inference/machine.py): 8 on a "
+            "CPU with fewer than 8 usable cores (small length-sorted batches are fastest there), 16 from 8 cores, "
             "64 on a GPU."
         ),
     )
