@@ -57,6 +57,9 @@ class LoadOptions:
     max_input_tokens: int | None = None
     warmup: bool = True
     progress_bars: bool = False  # transformers' own bars (weight loading): off, they land in logs and notebooks
+    backend: str = "torch"  # what runs an encoder's forward pass: "torch" or "openvino" (CPU, float32)
+    backend_cache: Path = Path("~/.cache/chunkserve/openvino")  # converted models (model directories may be read-only)
+    threads: int | None = None  # threads one forward pass may use on a backend other than torch (None: its choice)
 
 
 def load_model(
@@ -122,6 +125,7 @@ def _load_model(model_id: str, root: Path, task: Task | None, options: LoadOptio
     dtype = resolve_dtype(options.dtype, device)
     config = _load(AutoConfig.from_pretrained, root, "config")
     task = task if task is not None else infer_task(config)
+    check_backend(model_id, options.backend, task, device, dtype)
     # transformers 5 would otherwise build an empty-vocabulary tokenizer from config.json alone.
     if not any((root / name).is_file() for name in _TOKENIZER_FILES):
         raise FileNotFoundError(f"{root} has no tokenizer: expected one of {', '.join(_TOKENIZER_FILES)}")
@@ -149,9 +153,41 @@ def _load_model(model_id: str, root: Path, task: Task | None, options: LoadOptio
         model = EmbeddingModel(
             model_id, tokenizer, _place(encoder, device, dtype), max_input_tokens=max_tokens, pooling=pooling
         )
+    if options.backend == "openvino" and isinstance(model, HFModel):
+        try:
+            from models.openvino_backend import OpenVINOOptions, use_openvino  # imports openvino: only when asked for
+        except ImportError as exc:
+            raise ValueError(f"backend openvino needs OpenVINO: pip install 'chunkserve[openvino]' ({exc})") from None
+        use_openvino(model, root, OpenVINOOptions(cache_dir=options.backend_cache, threads=options.threads))
     if options.warmup:
         model.warm_up()
     return model
+
+
+BACKENDS = ("torch", "openvino")
+
+
+def check_backend(model_id: str, backend: str, task: Task, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse a backend that cannot serve this model here, before its weights load.
+
+    Raises:
+        ValueError: an unknown backend, or openvino for a generation model, on a GPU or in another precision
+            than float32.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
+    if backend == "torch":
+        return
+    if task is Task.GENERATION:
+        raise ValueError(
+            f"model {model_id!r} is a generation model, and backend {backend} serves encoders only (embedding, "
+            "classification, rerank); serve it with backend torch"
+        )
+    if device.type != "cpu":
+        raise ValueError(f"backend {backend} runs on the CPU; model {model_id!r} would load on {device} (set device cpu)")
+    if dtype != torch.float32:
+        dtype_name = str(dtype).removeprefix("torch.")
+        raise ValueError(f"backend {backend} runs float32; model {model_id!r} asks for {dtype_name} (set dtype float32 or auto)")
 
 
 def check_model_dir(path: str | Path) -> Path:

@@ -110,6 +110,20 @@ def check_model_fits(settings: Settings, model_id: str, model: Model | Generatio
         )
 
 
+def load_options(settings: Settings, threads: int) -> LoadOptions:
+    """How the settings ask models to load; the openvino backend always runs on the CPU, so auto means cpu."""
+    device = "cpu" if settings.backend == "openvino" and settings.device == "auto" else settings.device
+    return LoadOptions(
+        device=device,
+        dtype=settings.dtype,
+        progress_bars=settings.hf_progress_bars,
+        backend=settings.backend,
+        backend_cache=settings.backend_cache,
+        # OpenVINO's inference threads follow torch's: the same cores, the same one model thread calling.
+        threads=threads,
+    )
+
+
 async def load_engines(settings: Settings, registry: ModelRegistry, loader: Loader, metrics: Metrics) -> None:
     """Load, warm and start every configured model, one after another, off the event loop.
 
@@ -117,7 +131,7 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
         Exception: whatever loading raised; the registry is then marked failed.
     """
     threads = effective_threads(settings)
-    options = LoadOptions(device=settings.device, dtype=settings.dtype, progress_bars=settings.hf_progress_bars)
+    options = load_options(settings, threads)
     loop = asyncio.get_running_loop()
     for entry in settings.model_entries():
         thread = model_thread(entry.id, threads)
