@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from models._hf import HFModel
-from models.base import Model, Task
+from models.base import LoadRefused, Model, Task
 from models.classification import ClassificationModel, RerankModel
 from models.embedding import EmbeddingModel, read_pooling
 from models.generation import GenerationModel
@@ -171,23 +171,27 @@ def check_backend(model_id: str, backend: str, task: Task, device: torch.device,
     """Refuse a backend that cannot serve this model here, before its weights load.
 
     Raises:
-        ValueError: an unknown backend, or openvino for a generation model, on a GPU or in another precision
+        LoadRefused: an unknown backend, or openvino for a generation model, on a GPU or in another precision
             than float32.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
+        raise LoadRefused(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
     if backend == "torch":
         return
     if task is Task.GENERATION:
-        raise ValueError(
+        raise LoadRefused(
             f"model {model_id!r} is a generation model, and backend {backend} serves encoders only (embedding, "
             "classification, rerank); serve it with backend torch"
         )
     if device.type != "cpu":
-        raise ValueError(f"backend {backend} runs on the CPU; model {model_id!r} would load on {device} (set device cpu)")
+        raise LoadRefused(
+            f"backend {backend} runs on the CPU; model {model_id!r} would load on {device} (set device cpu)"
+        )
     if dtype != torch.float32:
         dtype_name = str(dtype).removeprefix("torch.")
-        raise ValueError(f"backend {backend} runs float32; model {model_id!r} asks for {dtype_name} (set dtype float32 or auto)")
+        raise LoadRefused(
+            f"backend {backend} runs float32; model {model_id!r} asks for {dtype_name} (set dtype float32 or auto)"
+        )
 
 
 def check_model_dir(path: str | Path) -> Path:
@@ -201,7 +205,7 @@ def check_model_dir(path: str | Path) -> Path:
     if not root.exists():
         raise FileNotFoundError(f"model directory {root} does not exist (models load from local directories only)")
     if not root.is_dir():
-        raise ValueError(f"model path {root} is a file; give the directory that holds config.json")
+        raise LoadRefused(f"model path {root} is a file; give the directory that holds config.json")
     if not (root / "config.json").is_file():
         raise FileNotFoundError(f"{root} is not a model directory: it has no config.json")
     if not any((root / name).is_file() for name in _WEIGHT_FILES):
@@ -230,16 +234,16 @@ def resolve_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError as exc:
-        raise ValueError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from exc
+        raise LoadRefused(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cpu":
         return torch.device("cpu")
     if device.type != "cuda":
-        raise ValueError(f"unsupported device {spec!r}: use auto, cpu, cuda or cuda:N")
+        raise LoadRefused(f"unsupported device {spec!r}: use auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but CUDA is not available here; use cpu or auto")
+        raise LoadRefused(f"device {spec!r} asked for, but CUDA is not available here; use cpu or auto")
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
-        raise ValueError(f"device {spec!r} asked for, but this machine has {count} CUDA device(s)")
+        raise LoadRefused(f"device {spec!r} asked for, but this machine has {count} CUDA device(s)")
     return device
 
 
@@ -254,9 +258,9 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if spec not in _DTYPES:
-        raise ValueError(f"unknown dtype {spec!r}: use auto, {', '.join(_DTYPES)}")
+        raise LoadRefused(f"unknown dtype {spec!r}: use auto, {', '.join(_DTYPES)}")
     if spec == "float16" and device.type == "cpu":
-        raise ValueError("float16 is not supported on cpu (slow and lossy there); use float32 or bfloat16")
+        raise LoadRefused("float16 is not supported on cpu (slow and lossy there); use float32 or bfloat16")
     return _DTYPES[spec]
 
 
@@ -267,7 +271,7 @@ def input_limit(root: Path, tokenizer: PreTrainedTokenizerBase, config: Pretrain
         ValueError: ``requested`` is not positive or exceeds the model's limit, or no limit is known.
     """
     if requested is not None and requested < 1:
-        raise ValueError(f"max_input_tokens must be positive, got {requested}")
+        raise LoadRefused(f"max_input_tokens must be positive, got {requested}")
     candidates: list[int] = []
     positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions > 0:
@@ -281,11 +285,11 @@ def input_limit(root: Path, tokenizer: PreTrainedTokenizerBase, config: Pretrain
             candidates.append(tokenizer_limit)
     if not candidates:
         if requested is None:
-            raise ValueError(f"{root} states no input limit; set max_input_tokens explicitly")
+            raise LoadRefused(f"{root} states no input limit; set max_input_tokens explicitly")
         return requested
     limit = min(candidates)
     if requested is not None and requested > limit:
-        raise ValueError(
+        raise LoadRefused(
             f"max_input_tokens={requested} is above the model's limit of {limit} tokens ({root}); "
             f"it may only be lowered"
         )
@@ -322,4 +326,4 @@ def _load(loader: Any, root: Path, what: str) -> Any:
     try:
         return loader(str(root), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"could not load the {what} from {root}: {exc}") from exc
+        raise LoadRefused(f"could not load the {what} from {root}: {exc}") from exc

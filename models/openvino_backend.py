@@ -26,6 +26,7 @@ import torch
 import transformers
 
 from models._hf import HFModel
+from models.base import LoadRefused
 
 # Bump when the conversion below changes what it writes, so old cache entries are not reused.
 _FORMAT = "1"
@@ -43,7 +44,7 @@ _INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 log = logging.getLogger(__name__)
 
 
-class BackendMismatch(ValueError):
+class BackendMismatch(LoadRefused):
     """The converted model disagrees with torch on the probe: serving it would change the answers."""
 
 
