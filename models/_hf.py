@@ -47,7 +47,7 @@ class HFModel(ABC):
         self.name = name
         self.task = task
         self.max_input_tokens = max_input_tokens
-        self._module = module
+        self._module: PreTrainedModel | None = module
         # What runs a padded batch: the torch module, or another backend's stand-in (``use_forward``).
         self._forward: Callable[..., Any] = module
         self.backend = "torch"
@@ -141,7 +141,13 @@ class HFModel(ABC):
 
     @property
     def torch_module(self) -> PreTrainedModel:
-        """The transformers module the model was loaded as (what another backend is converted from)."""
+        """The transformers module the model was loaded as (what another backend is converted from).
+
+        Raises:
+            RuntimeError: it was released (``release_torch_module``).
+        """
+        if self._module is None:
+            raise RuntimeError(f"model {self.name!r} runs on {self.backend}; its torch module was released")
         return self._module
 
     @property
@@ -152,6 +158,11 @@ class HFModel(ABC):
     def use_forward(self, forward: Callable[..., Any], backend: str) -> None:
         """Run padded batches through ``forward`` (called like the module, returning the same output fields)."""
         self._forward, self.backend = forward, backend
+
+    def release_torch_module(self) -> None:
+        """Let the torch weights go once another backend serves the model (else they are held twice)."""
+        if self.backend != "torch":
+            self._module = None
 
     @abstractmethod
     def _results(self, output: Any, attention_mask: torch.Tensor, batch: Sequence[Encoded]) -> list[Any]:

@@ -29,7 +29,7 @@ from models._hf import HFModel
 from models.base import LoadRefused
 
 # Bump when the conversion below changes what it writes, so old cache entries are not reused.
-_FORMAT = "1"
+_FORMAT = "2"
 IR_FILE = "model.xml"
 MIN_COSINE = 0.9999
 # Texts of very different lengths, so the probe batch is padded (the padding path is checked too).
@@ -105,6 +105,7 @@ def use_openvino(model: HFModel, root: Path, options: OpenVINOOptions) -> Path:
             f"{cosine:.6f}, at least {MIN_COSINE} needed); refusing to serve it with backend openvino. Serve it with "
             f"backend torch, or delete the cached conversion {ir.parent} to convert it again"
         )
+    model.release_torch_module()
     return ir
 
 
@@ -138,7 +139,8 @@ def cached_ir(module: torch.nn.Module, root: Path, task: str, input_names: Seque
     # model at the same time never leaves a half-written entry where the next start would look.
     scratch = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
-        ov.save_model(convert(module, input_names), str(scratch / IR_FILE))
+        # save_model halves weights to fp16 by default; keep them float32, the numbers torch computes with.
+        ov.save_model(convert(module, input_names), str(scratch / IR_FILE), compress_to_fp16=False)
         try:
             os.rename(scratch, target)
         except OSError:
