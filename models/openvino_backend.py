@@ -91,12 +91,13 @@ def use_openvino(model: HFModel, root: Path, options: OpenVINOOptions) -> Path:
         BackendMismatch: OpenVINO's outputs on the probe are further from torch's than ``MIN_COSINE``.
         RuntimeError: OpenVINO could not convert or compile the model.
     """
-    module = model.torch_module
-    names = [name for name in _INPUT_NAMES if name != "token_type_ids" or model.uses_token_types]
-    ir = cached_ir(module, root, model.task.value, names, options.cache_dir)
-    forward = OpenVINOForward(compile_ir(ir, options.threads), names)
+    # torch's answers first: tracing a module for export has been seen to change what that module computes after
+    # (torch.onnx.export, on padded batches), so the reference must not come from a module that was just traced.
     probe = model.encode(_PROBE)
     expected = model.predict(probe)
+    names = [name for name in _INPUT_NAMES if name != "token_type_ids" or model.uses_token_types]
+    ir = cached_ir(model.torch_module, root, model.task.value, names, options.cache_dir)
+    forward = OpenVINOForward(compile_ir(ir, options.threads), names)
     model.use_forward(forward, backend="openvino")
     cosine = min_cosine(expected, model.predict(probe))
     if not cosine >= MIN_COSINE:  # NaN included
