@@ -11,7 +11,7 @@ import pytest
 
 from models.base import Classification, Encoded, LoadRefused, Model
 from models.loading import LoadOptions, load_local, load_model
-from models.openvino_backend import IR_FILE, MIN_COSINE, BackendMismatch, cache_key
+from models.openvino_backend import IR_FILE, MIN_COSINE, BackendMismatch, cache_key, min_cosine
 from tests.support.tiny_models import make_tiny_bert
 
 TEXTS = [
@@ -115,3 +115,12 @@ def test_an_unknown_backend_or_precision_is_refused(tiny_bert_dir: Path, tmp_pat
         load_model("x", tiny_bert_dir, options=LoadOptions(device="cpu", backend="onnx"))
     with pytest.raises(LoadRefused, match="backend openvino runs float32"):
         load_model("x", tiny_bert_dir, options=LoadOptions(device="cpu", dtype="bfloat16", backend="openvino"))
+
+
+def test_a_nan_output_fails_the_agreement_check() -> None:
+    # Python's min(1.0, nan) is 1.0: a NaN row must not hide behind a good one (OpenVINO 2025.0 gave such rows).
+    ones = np.ones(4, dtype=np.float32)
+    assert np.isnan(min_cosine([ones, ones], [ones, np.full(4, np.nan, dtype=np.float32)]))
+    assert min_cosine([ones, ones], [ones, -ones]) == pytest.approx(-1.0)
+    # One score per input (rerank): the batch's scores are compared as one vector.
+    assert min_cosine([1.0, 2.0], [2.0, 1.0]) == pytest.approx(0.8)
