@@ -132,6 +132,7 @@ def cached_ir(module: torch.nn.Module, root: Path, task: str, input_names: Seque
     """The IR of ``module`` under ``cache_dir``, converted now only when no earlier start left one.
 
     Raises:
+        LoadRefused: ``cache_dir`` cannot be written.
         RuntimeError: the conversion failed.
     """
     target = cache_dir.expanduser() / cache_key(root, task, input_names)
@@ -140,10 +141,15 @@ def cached_ir(module: torch.nn.Module, root: Path, task: str, input_names: Seque
         log.info("OpenVINO: reusing the converted model %s", ir)
         return ir
     started = time.perf_counter()
-    cache_dir.expanduser().mkdir(parents=True, exist_ok=True)
     # Convert into a scratch directory and rename it into place: a crash or a second process converting the same
     # model at the same time never leaves a half-written entry where the next start would look.
-    scratch = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    except OSError as exc:
+        raise LoadRefused(
+            f"the backend cache {target.parent} cannot be written ({exc}); set backend_cache to a writable directory"
+        ) from None
     try:
         # save_model halves weights to fp16 by default; keep them float32, the numbers torch computes with.
         ov.save_model(convert(module, input_names), str(scratch / IR_FILE), compress_to_fp16=False)

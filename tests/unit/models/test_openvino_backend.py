@@ -124,3 +124,10 @@ def test_a_nan_output_fails_the_agreement_check() -> None:
     assert min_cosine([ones, ones], [ones, -ones]) == pytest.approx(-1.0)
     # One score per input (rerank): the batch's scores are compared as one vector.
     assert min_cosine([1.0, 2.0], [2.0, 1.0]) == pytest.approx(0.8)
+
+
+def test_a_cache_that_cannot_be_written_is_refused_by_name(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory", encoding="utf-8")
+    with pytest.raises(LoadRefused, match=r"backend cache .*a-file/cache cannot be written.*set backend_cache"):
+        load_model("tiny-embed", tiny_bert_dir, options=_openvino(blocked / "cache"))
