@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -279,7 +280,7 @@ def test_two_prompts_on_one_model_are_two_targets_in_every_output(gen_url: str) 
     assert {(r["index"], r["target"]): r["result"]["text"] for r in streamed} == want
     with ws_connect(gen_url.replace("http://", "ws://") + "/v1/ws", open_timeout=10) as ws:
         ws.send(json.dumps({"job_id": "two", **body}))
-        messages = []
+        messages: list[dict[str, Any]] = []
         while not messages or messages[-1]["type"] not in {"done", "error"}:
             messages.append(json.loads(ws.recv(timeout=60)))
     dispatched = next(m for m in messages if m.get("step") == "dispatched")
