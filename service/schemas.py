@@ -133,6 +133,7 @@ class ModelCard(BaseModel):
     device: str
     dtype: str
     max_input_tokens: int
+    backend: str = Field(default="torch", description="What runs the model's forward pass: torch or openvino.")
 
 
 class ModelList(BaseModel):

@@ -53,6 +53,7 @@ def client(gen_url: str) -> openai.OpenAI:
 def test_models_lists_generation_models_with_their_context(gen_url: str) -> None:
     cards = {m["id"]: m for m in httpx.get(f"{gen_url}/v1/models", timeout=10).json()["data"]}
     assert cards["tiny-gpt2"]["task"] == "generation" and cards["tiny-gpt2"]["context_length"] == CONTEXT
+    assert cards["tiny-gpt2"]["backend"] == "torch"  # generation always runs on torch
     assert cards["tiny-llama"]["chat_template"] is True and cards["tiny-gpt2"]["chat_template"] is False
     assert cards["tiny-embed"]["task"] == "embedding"
 
