@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models.base import Classification, Encoded, Model, Task
+    from models.base import Classification, Encoded, LoadRefused, Model, Task
     from models.classification import ClassificationModel
     from models.embedding import EmbeddingModel, Pooling
     from models.loading import LoadOptions, load_model
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "Classification": "models.base",
     "Encoded": "models.base",
+    "LoadRefused": "models.base",
     "Model": "models.base",
     "Task": "models.base",
     "ClassificationModel": "models.classification",
@@ -37,6 +38,7 @@ __all__ = [
     "EmbeddingModel",
     "Encoded",
     "LoadOptions",
+    "LoadRefused",
     "Model",
     "Pooling",
     "Task",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,10 @@ class HFModel(ABC):
         self.name = name
         self.task = task
         self.max_input_tokens = max_input_tokens
-        self._module = module
+        self._module: PreTrainedModel | None = module
+        # What runs a padded batch: the torch module, or another backend's stand-in (``use_forward``).
+        self._forward: Callable[..., Any] = module
+        self.backend = "torch"
         self._device = module.device
         self._engine = _backend_copy(tokenizer)
         self.device = str(self._device)
@@ -125,6 +128,7 @@ class HFModel(ABC):
             "device": self.device,
             "dtype": self.dtype,
             "max_input_tokens": self.max_input_tokens,
+            "backend": self.backend,
         }
 
     def predict(self, batch: Sequence[Encoded]) -> list[Any]:
@@ -133,7 +137,32 @@ class HFModel(ABC):
             return []
         with torch.inference_mode():
             inputs = self._inputs(batch)
-            return self._results(self._module(**inputs), inputs["attention_mask"], batch)
+            return self._results(self._forward(**inputs), inputs["attention_mask"], batch)
+
+    @property
+    def torch_module(self) -> PreTrainedModel:
+        """The transformers module the model was loaded as (what another backend is converted from).
+
+        Raises:
+            RuntimeError: it was released (``release_torch_module``).
+        """
+        if self._module is None:
+            raise RuntimeError(f"model {self.name!r} runs on {self.backend}; its torch module was released")
+        return self._module
+
+    @property
+    def uses_token_types(self) -> bool:
+        """Whether the module takes ``token_type_ids`` (BERT-like) besides ids and the attention mask."""
+        return self._token_types
+
+    def use_forward(self, forward: Callable[..., Any], backend: str) -> None:
+        """Run padded batches through ``forward`` (called like the module, returning the same output fields)."""
+        self._forward, self.backend = forward, backend
+
+    def release_torch_module(self) -> None:
+        """Let the torch weights go once another backend serves the model (else they are held twice)."""
+        if self.backend != "torch":
+            self._module = None
 
     @abstractmethod
     def _results(self, output: Any, attention_mask: torch.Tensor, batch: Sequence[Encoded]) -> list[Any]:

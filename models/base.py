@@ -17,6 +17,10 @@ class Task(StrEnum):
     GENERATION = "generation"
 
 
+class LoadRefused(ValueError):
+    """A model that must not be served as configured: the message says why and what to do (no traceback needed)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Classification:
     """One input's classification: the winning label, its probability and every label's probability."""

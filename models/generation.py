@@ -58,6 +58,7 @@ class GenerationModel:
             "max_input_tokens": self.max_input_tokens,
             "context_length": self.max_input_tokens,
             "chat_template": self.chat_template,
+            "backend": "torch",
         }
 
     def encode_prompt(self, prompt: str) -> list[int]:

@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from models._hf import HFModel
-from models.base import Model, Task
+from models.base import LoadRefused, Model, Task
 from models.classification import ClassificationModel, RerankModel
 from models.embedding import EmbeddingModel, read_pooling
 from models.generation import GenerationModel
@@ -57,6 +57,9 @@ class LoadOptions:
     max_input_tokens: int | None = None
     warmup: bool = True
     progress_bars: bool = False  # transformers' own bars (weight loading): off, they land in logs and notebooks
+    backend: str = "torch"  # what runs an encoder's forward pass: "torch" or "openvino" (CPU, float32)
+    backend_cache: Path = Path("~/.cache/chunkserve/openvino")  # converted models (model directories may be read-only)
+    threads: int | None = None  # threads one forward pass may use on a backend other than torch (None: its choice)
 
 
 def load_model(
@@ -122,6 +125,7 @@ def _load_model(model_id: str, root: Path, task: Task | None, options: LoadOptio
     dtype = resolve_dtype(options.dtype, device)
     config = _load(AutoConfig.from_pretrained, root, "config")
     task = task if task is not None else infer_task(config)
+    check_backend(model_id, options.backend, task, device, dtype)
     # transformers 5 would otherwise build an empty-vocabulary tokenizer from config.json alone.
     if not any((root / name).is_file() for name in _TOKENIZER_FILES):
         raise FileNotFoundError(f"{root} has no tokenizer: expected one of {', '.join(_TOKENIZER_FILES)}")
@@ -149,9 +153,45 @@ def _load_model(model_id: str, root: Path, task: Task | None, options: LoadOptio
         model = EmbeddingModel(
             model_id, tokenizer, _place(encoder, device, dtype), max_input_tokens=max_tokens, pooling=pooling
         )
+    if options.backend == "openvino" and isinstance(model, HFModel):
+        try:
+            from models.openvino_backend import OpenVINOOptions, use_openvino  # imports openvino: only when asked for
+        except ImportError as exc:
+            raise ValueError(f"backend openvino needs OpenVINO: pip install 'chunkserve[openvino]' ({exc})") from None
+        use_openvino(model, root, OpenVINOOptions(cache_dir=options.backend_cache, threads=options.threads))
     if options.warmup:
         model.warm_up()
     return model
+
+
+BACKENDS = ("torch", "openvino")
+
+
+def check_backend(model_id: str, backend: str, task: Task, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse a backend that cannot serve this model here, before its weights load.
+
+    Raises:
+        LoadRefused: an unknown backend, or openvino for a generation model, on a GPU or in another precision
+            than float32.
+    """
+    if backend not in BACKENDS:
+        raise LoadRefused(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
+    if backend == "torch":
+        return
+    if task is Task.GENERATION:
+        raise LoadRefused(
+            f"model {model_id!r} is a generation model, and backend {backend} serves encoders only (embedding, "
+            "classification, rerank); serve it with backend torch"
+        )
+    if device.type != "cpu":
+        raise LoadRefused(
+            f"backend {backend} runs on the CPU; model {model_id!r} would load on {device} (set device cpu)"
+        )
+    if dtype != torch.float32:
+        dtype_name = str(dtype).removeprefix("torch.")
+        raise LoadRefused(
+            f"backend {backend} runs float32; model {model_id!r} asks for {dtype_name} (set dtype float32 or auto)"
+        )
 
 
 def check_model_dir(path: str | Path) -> Path:
@@ -165,7 +205,7 @@ def check_model_dir(path: str | Path) -> Path:
     if not root.exists():
         raise FileNotFoundError(f"model directory {root} does not exist (models load from local directories only)")
     if not root.is_dir():
-        raise ValueError(f"model path {root} is a file; give the directory that holds config.json")
+        raise LoadRefused(f"model path {root} is a file; give the directory that holds config.json")
     if not (root / "config.json").is_file():
         raise FileNotFoundError(f"{root} is not a model directory: it has no config.json")
     if not any((root / name).is_file() for name in _WEIGHT_FILES):
@@ -194,16 +234,16 @@ def resolve_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError as exc:
-        raise ValueError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from exc
+        raise LoadRefused(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cpu":
         return torch.device("cpu")
     if device.type != "cuda":
-        raise ValueError(f"unsupported device {spec!r}: use auto, cpu, cuda or cuda:N")
+        raise LoadRefused(f"unsupported device {spec!r}: use auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but CUDA is not available here; use cpu or auto")
+        raise LoadRefused(f"device {spec!r} asked for, but CUDA is not available here; use cpu or auto")
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
-        raise ValueError(f"device {spec!r} asked for, but this machine has {count} CUDA device(s)")
+        raise LoadRefused(f"device {spec!r} asked for, but this machine has {count} CUDA device(s)")
     return device
 
 
@@ -218,9 +258,9 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if spec not in _DTYPES:
-        raise ValueError(f"unknown dtype {spec!r}: use auto, {', '.join(_DTYPES)}")
+        raise LoadRefused(f"unknown dtype {spec!r}: use auto, {', '.join(_DTYPES)}")
     if spec == "float16" and device.type == "cpu":
-        raise ValueError("float16 is not supported on cpu (slow and lossy there); use float32 or bfloat16")
+        raise LoadRefused("float16 is not supported on cpu (slow and lossy there); use float32 or bfloat16")
     return _DTYPES[spec]
 
 
@@ -231,7 +271,7 @@ def input_limit(root: Path, tokenizer: PreTrainedTokenizerBase, config: Pretrain
         ValueError: ``requested`` is not positive or exceeds the model's limit, or no limit is known.
     """
     if requested is not None and requested < 1:
-        raise ValueError(f"max_input_tokens must be positive, got {requested}")
+        raise LoadRefused(f"max_input_tokens must be positive, got {requested}")
     candidates: list[int] = []
     positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions > 0:
@@ -245,11 +285,11 @@ def input_limit(root: Path, tokenizer: PreTrainedTokenizerBase, config: Pretrain
             candidates.append(tokenizer_limit)
     if not candidates:
         if requested is None:
-            raise ValueError(f"{root} states no input limit; set max_input_tokens explicitly")
+            raise LoadRefused(f"{root} states no input limit; set max_input_tokens explicitly")
         return requested
     limit = min(candidates)
     if requested is not None and requested > limit:
-        raise ValueError(
+        raise LoadRefused(
             f"max_input_tokens={requested} is above the model's limit of {limit} tokens ({root}); "
             f"it may only be lowered"
         )
@@ -286,4 +326,4 @@ def _load(loader: Any, root: Path, what: str) -> Any:
     try:
         return loader(str(root), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"could not load the {what} from {root}: {exc}") from exc
+        raise LoadRefused(f"could not load the {what} from {root}: {exc}") from exc

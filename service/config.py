@@ -45,18 +45,30 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         default="auto", description="Model precision: auto means fp16/bf16 on CUDA and fp32 on CPU."
     )
+    backend: Literal["torch", "openvino"] = Field(
+        default="torch",
+        description=(
+            "What runs the encoder models (embedding, classification, rerank) on CPU: torch, or openvino (converted "
+            "once, cached, checked against torch at start; float32 on the CPU only). Generation always runs on torch."
+        ),
+    )
+    backend_cache: Path = Field(
+        default=Path("~/.cache/chunkserve/openvino"),
+        description="Where the openvino backend keeps converted models, keyed by the model's files and versions.",
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,
         le=256,
-        description="Intra-op threads for torch on CPU. Unset: one per core, at most 4.",
+        description="Intra-op threads for torch on CPU. Unset: one per usable core (CPU affinity), at most 4.",
     )
     max_batch_size: int | None = Field(
         default=None,
         ge=1,
         le=4096,
         description=(
-            "Most inputs in one model call; unset: 8 on CPU (small length-sorted batches are fastest there), "
+            "Most inputs in one model call; unset: chosen from the machine (service/inference/machine.py): 8 on a "
+            "CPU with fewer than 8 usable cores (small length-sorted batches are fastest there), 16 from 8 cores, "
             "64 on a GPU."
         ),
     )
@@ -305,12 +317,28 @@ class Settings(BaseSettings):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"model ids must be unique; repeated: {', '.join(duplicates)}")
+        self._check_backend()
         if self.max_batch_size is not None and self.batch_window < self.max_batch_size:
             raise ValueError(
                 f"batch_window ({self.batch_window}) must be >= max_batch_size ({self.max_batch_size}); "
                 "raise CHUNKSERVE_BATCH_WINDOW or lower CHUNKSERVE_MAX_BATCH_SIZE"
             )
         return self
+
+    def _check_backend(self) -> None:
+        """Refuse, before anything loads, what the openvino backend cannot do (the loader checks inferred tasks)."""
+        if self.backend == "torch":
+            return
+        generators = [m.id for m in self.models if m.task is Task.GENERATION]
+        if generators:
+            raise ValueError(
+                f"backend openvino serves encoders only; {', '.join(generators)} is a generation model: use "
+                "backend torch (CHUNKSERVE_BACKEND / --backend)"
+            )
+        if self.dtype not in ("auto", "float32"):
+            raise ValueError(f"backend openvino runs float32; set dtype auto or float32, not {self.dtype}")
+        if self.device.startswith("cuda"):
+            raise ValueError(f"backend openvino runs on the CPU; set device cpu or auto, not {self.device}")
 
     @model_validator(mode="after")
     def _check_security(self) -> Settings:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
+from dataclasses import replace
 
 from models.base import Model
 from models.generation import GenerationModel
@@ -19,6 +19,7 @@ from service.config import Settings
 from service.inference.engine import ModelEngine, device_memory, model_thread
 from service.inference.generation.engine import GenerationEngine
 from service.inference.generation.scheduler import GenerationLimits
+from service.inference.machine import GPU_BATCH, SMALL_CPU_BATCH, Machine, choose_defaults, detect_machine
 from service.inference.model_entry import ModelEntry
 from service.inference.registry import ModelRegistry, Phase
 from service.jobs.pipeline import Pipeline, PipelineLimits, Resolver
@@ -49,30 +50,29 @@ def default_loader(entry: ModelEntry, options: LoadOptions) -> Model:
     return load_model(entry.id, path, entry.task, options)
 
 
-def effective_threads(settings: Settings) -> int:
-    """Torch intra-op threads: the setting, else one per core up to 4."""
-    return settings.torch_threads or max(1, min(4, os.cpu_count() or 1))
+# One number each, for callers that size things before a model (and so the machine rule) is in play: the Ray
+# deployment's request caps. The engines themselves take batch_policy's choice for the machine.
+CPU_BATCH_SIZE = SMALL_CPU_BATCH
+GPU_BATCH_SIZE = GPU_BATCH
 
 
-# Measured with MiniLM on 2 CPU cores, windows of 64 sorted by length: batches of 8 ran 67 inputs/s, of 32 only
-# 50 (and arrival-order batches lose to batch-1). On a GPU, batch size is the big lever.
-CPU_BATCH_SIZE = 8
-GPU_BATCH_SIZE = 64
-# On CPU a lone request gains nothing by waiting: at concurrency 1 a 2 ms wait cost 5 ms of p50 (timer
-# granularity included), and under load batches fill anyway while the model is busy (continuous batching).
-CPU_MAX_WAIT_MS = 0.0
-GPU_MAX_WAIT_MS = 2.0
+def effective_threads(settings: Settings, machine: Machine | None = None) -> int:
+    """Torch intra-op threads: the setting, else what ``choose_defaults`` picks for this machine."""
+    if settings.torch_threads:
+        return settings.torch_threads
+    return choose_defaults(machine or detect_machine()).torch_threads
 
 
-def batch_policy(settings: Settings, device: str = "cpu") -> BatchPolicy:
-    """The batcher budgets named by the settings; an unset batch size or wait is chosen for ``device``."""
-    cpu = device == "cpu"
+def batch_policy(settings: Settings, device: str = "cpu", machine: Machine | None = None) -> BatchPolicy:
+    """The batcher budgets named by the settings; an unset batch size or wait is chosen for the machine."""
+    found = machine or detect_machine()
+    defaults = choose_defaults(replace(found, gpu=device != "cpu"))
     size = settings.max_batch_size
     if size is None:
-        size = CPU_BATCH_SIZE if cpu else min(GPU_BATCH_SIZE, settings.batch_window)
+        size = min(defaults.max_batch_size, settings.batch_window)
     wait_ms = settings.max_wait_ms
     if wait_ms is None:
-        wait_ms = CPU_MAX_WAIT_MS if cpu else GPU_MAX_WAIT_MS
+        wait_ms = defaults.max_wait_ms
     return BatchPolicy(
         max_batch_size=size,
         max_wait_s=wait_ms / 1000.0,
@@ -108,6 +108,20 @@ def check_model_fits(settings: Settings, model_id: str, model: Model | Generatio
         )
 
 
+def load_options(settings: Settings, threads: int) -> LoadOptions:
+    """How the settings ask models to load; the openvino backend always runs on the CPU, so auto means cpu."""
+    device = "cpu" if settings.backend == "openvino" and settings.device == "auto" else settings.device
+    return LoadOptions(
+        device=device,
+        dtype=settings.dtype,
+        progress_bars=settings.hf_progress_bars,
+        backend=settings.backend,
+        backend_cache=settings.backend_cache,
+        # OpenVINO's inference threads follow torch's: the same cores, the same one model thread calling.
+        threads=threads,
+    )
+
+
 async def load_engines(settings: Settings, registry: ModelRegistry, loader: Loader, metrics: Metrics) -> None:
     """Load, warm and start every configured model, one after another, off the event loop.
 
@@ -115,7 +129,7 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
         Exception: whatever loading raised; the registry is then marked failed.
     """
     threads = effective_threads(settings)
-    options = LoadOptions(device=settings.device, dtype=settings.dtype, progress_bars=settings.hf_progress_bars)
+    options = load_options(settings, threads)
     loop = asyncio.get_running_loop()
     for entry in settings.model_entries():
         thread = model_thread(entry.id, threads)
@@ -138,7 +152,9 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
             registry.add_generator(generator)
             log.info("model %s ready: %s", entry.id, model.info())
             continue
-        policy = batch_policy(settings, str(model.info().get("device", "cpu")))
+        device = str(model.info().get("device", "cpu"))
+        policy = batch_policy(settings, device)
+        log.info("batching defaults: %s", choose_defaults(replace(detect_machine(), gpu=device != "cpu")).reason)
         metrics.max_batch_size[entry.id] = policy.max_batch_size
         engine = ModelEngine(
             entry.id,

@@ -133,6 +133,7 @@ class ModelCard(BaseModel):
     device: str
     dtype: str
     max_input_tokens: int
+    backend: str = Field(default="torch", description="What runs the model's forward pass: torch or openvino.")
 
 
 class ModelList(BaseModel):
@@ -174,6 +175,15 @@ class TargetSpec(_Request):
     )
     max_tokens: int | None = Field(
         default=None, ge=1, le=32768, description="Local generation model: tokens per chunk."
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description=(
+            "The target's label in results. Default: the model id (local) or the URL and its settings (remote); "
+            "a later target that would repeat a label gets LABEL#2, #3, ..."
+        ),
     )
     headers: dict[str, str] = Field(
         default_factory=dict,

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from models.base import LoadRefused
 from service.api.access_log import AccessLogMiddleware
 from service.api.auth import AuthMiddleware, access_from_settings
 from service.api.cors import install_cors
@@ -71,8 +72,13 @@ def create_app(
                 await load_engines(settings, registry, loader, metrics)
             except Exception as exc:
                 registry.phase, registry.failure = Phase.FAILED, f"{type(exc).__name__}: {exc}"
-                # With its traceback: where it failed.
-                log.exception("start-up failed: %s", registry.failure, extra={"fields": {"error": registry.failure}})
+                # With its traceback (where it failed), unless the model was refused on purpose: its message says all.
+                log.error(
+                    "start-up failed: %s",
+                    registry.failure,
+                    exc_info=not isinstance(exc, LoadRefused),
+                    extra={"fields": {"error": registry.failure}},
+                )
                 if on_fatal is not None:
                     on_fatal(registry.failure)
                 return

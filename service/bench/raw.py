@@ -70,10 +70,9 @@ def load_and_measure(model_id: str, texts: Sequence[str]) -> dict[str, Any]:
     Raises:
         SystemExit: no configured model has that id.
     """
-    from models.loading import LoadOptions
     from service.config import Settings
     from service.inference.engine import set_torch_threads
-    from service.runtime import default_loader, effective_threads
+    from service.runtime import default_loader, effective_threads, load_options
 
     settings = Settings()
     entry = next((m for m in settings.model_entries() if m.id == model_id), None)
@@ -81,5 +80,5 @@ def load_and_measure(model_id: str, texts: Sequence[str]) -> dict[str, Any]:
         raise SystemExit(f"bench --raw: model {model_id!r} is not in the configured models")
     threads = effective_threads(settings)
     set_torch_threads(threads)
-    model = default_loader(entry, LoadOptions(device=settings.device, dtype=settings.dtype))
+    model = default_loader(entry, load_options(settings, threads))  # CHUNKSERVE_BACKEND too
     return {"torch_threads": threads, **measure_raw(model, texts)}

@@ -10,10 +10,11 @@ from typing import Any
 from models.base import Encoded, Model
 from models.loading import LoadOptions
 from service.config import Settings
+from service.inference.machine import Machine
 from service.inference.model_entry import ModelEntry
 from service.inference.registry import ModelRegistry, Phase
 from service.observability.metrics import Metrics
-from service.runtime import batch_policy, default_loader, load_engines
+from service.runtime import batch_policy, default_loader, effective_threads, load_engines
 
 
 async def test_load_warm_up_and_batches_share_one_model_thread(tiny_bert_dir: Path) -> None:
@@ -46,15 +47,25 @@ async def test_load_warm_up_and_batches_share_one_model_thread(tiny_bert_dir: Pa
     assert threading.current_thread().name not in seen["load"]
 
 
+SMALL = Machine(cores=2, avx512=True, amx=True)
+
+
 def test_an_unset_batch_size_is_chosen_for_the_device() -> None:
-    assert batch_policy(Settings(), "cpu").max_batch_size == 8
-    assert batch_policy(Settings(), "cuda:0").max_batch_size == 64
-    assert batch_policy(Settings(batch_window=48), "cuda:0").max_batch_size == 48
-    assert batch_policy(Settings(max_batch_size=24), "cpu").max_batch_size == 24
-    assert batch_policy(Settings(max_batch_size=24), "cuda:0").max_batch_size == 24
+    assert batch_policy(Settings(), "cpu", SMALL).max_batch_size == 8
+    assert batch_policy(Settings(), "cpu", Machine(cores=16)).max_batch_size == 16
+    assert batch_policy(Settings(), "cuda:0", SMALL).max_batch_size == 64
+    assert batch_policy(Settings(batch_window=48), "cuda:0", SMALL).max_batch_size == 48
+    assert batch_policy(Settings(max_batch_size=24), "cpu", SMALL).max_batch_size == 24
+    assert batch_policy(Settings(max_batch_size=24), "cuda:0", SMALL).max_batch_size == 24
 
 
 def test_an_unset_wait_is_chosen_for_the_device() -> None:
-    assert batch_policy(Settings(), "cpu").max_wait_s == 0.0
-    assert batch_policy(Settings(), "cuda:0").max_wait_s == 0.002
-    assert batch_policy(Settings(max_wait_ms=5), "cpu").max_wait_s == 0.005
+    assert batch_policy(Settings(), "cpu", SMALL).max_wait_s == 0.0
+    assert batch_policy(Settings(), "cuda:0", SMALL).max_wait_s == 0.002
+    assert batch_policy(Settings(max_wait_ms=5), "cpu", SMALL).max_wait_s == 0.005
+
+
+def test_unset_torch_threads_follow_the_machine() -> None:
+    assert effective_threads(Settings(), Machine(cores=2)) == 2
+    assert effective_threads(Settings(), Machine(cores=32)) == 4
+    assert effective_threads(Settings(torch_threads=3), Machine(cores=32)) == 3

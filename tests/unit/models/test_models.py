@@ -140,6 +140,7 @@ def test_info_describes_the_model(tiny_embedder: Model, tiny_classifier: Model) 
         "device": "cpu",
         "dtype": "float32",
         "max_input_tokens": 128,
+        "backend": "torch",
         "dimensions": 32,
     }
     assert tiny_classifier.info() == {
@@ -148,6 +149,7 @@ def test_info_describes_the_model(tiny_embedder: Model, tiny_classifier: Model) 
         "device": "cpu",
         "dtype": "float32",
         "max_input_tokens": 128,
+        "backend": "torch",
         "labels": ["NEGATIVE", "POSITIVE"],
     }
 
