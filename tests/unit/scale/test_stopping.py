@@ -10,9 +10,10 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
-from ray.serve._private.replica import Replica  # noqa: E402
+from ray import serve
+from ray.serve._private.replica import Replica
 
-from service.scale import stopping  # noqa: E402
+from service.scale import stopping
 
 
 @pytest.fixture
@@ -48,9 +49,9 @@ def test_the_wrapper_begins_the_drain_before_ray_waits_for_requests(
         order.append("ray waits for requests in flight, then calls __del__")
 
     monkeypatch.setattr(Replica, "perform_graceful_shutdown", ray_shutdown)
-    monkeypatch.setattr(stopping.serve, "get_replica_context", Context)
+    monkeypatch.setattr(serve, "get_replica_context", Context)
     assert stopping.install() is True
-    asyncio.run(Replica.perform_graceful_shutdown(object()))  # type: ignore[arg-type]
+    asyncio.run(Replica.perform_graceful_shutdown(object()))  # type: ignore[arg-type,no-untyped-call]
     assert order == ["drain", "ray waits for requests in flight, then calls __del__"]
 
 
@@ -64,7 +65,7 @@ def test_outside_a_replica_the_wrapper_only_delegates(restored: None, monkeypatc
         raise RuntimeError("`serve.get_replica_context()` may only be called from within a Ray Serve deployment.")
 
     monkeypatch.setattr(Replica, "perform_graceful_shutdown", ray_shutdown)
-    monkeypatch.setattr(stopping.serve, "get_replica_context", no_context)
+    monkeypatch.setattr(serve, "get_replica_context", no_context)
     stopping.install()
-    asyncio.run(Replica.perform_graceful_shutdown(object()))  # type: ignore[arg-type]
+    asyncio.run(Replica.perform_graceful_shutdown(object()))  # type: ignore[arg-type,no-untyped-call]
     assert calls == ["ray"]
