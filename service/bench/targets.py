@@ -137,8 +137,11 @@ def started(
         # Ray's sockets and logs in a private short directory; its own processes (proxy, controller, replicas)
         # are not this one's children, so its CPU and RSS are not measured (pid None).
         merged = {**env, **settings_env(rest), "RAY_TMPDIR": tempfile.mkdtemp(prefix="csray-", dir="/tmp")}
+        merged["RAY_SERVE_LOG_TO_STDERR"] = "0"  # else a line per request on the terminal (Ray's log files keep it)
+        # Its /metrics come from whichever replica the proxy picks: batch figures only mean something with one.
+        one_replica = dict(spec.settings).get("replicas", "1") == "1"
         with spawned(args, "/ready", env=merged, timeout_s=600.0) as (url, _):
-            yield LiveTarget(spec, url, None, True, dict(headers))
+            yield LiveTarget(spec, url, None, one_replica, dict(headers))
     else:
         merged = {**env, **settings_env(spec.settings)}
         with spawned(["serve"], "/ready", env=merged) as (url, proc):
