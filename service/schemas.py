@@ -175,6 +175,15 @@ class TargetSpec(_Request):
     max_tokens: int | None = Field(
         default=None, ge=1, le=32768, description="Local generation model: tokens per chunk."
     )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description=(
+            "The target's label in results. Default: the model id (local) or the URL and its settings (remote); "
+            "a later target that would repeat a label gets LABEL#2, #3, ..."
+        ),
+    )
     headers: dict[str, str] = Field(
         default_factory=dict,
         max_length=16,

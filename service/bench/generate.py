@@ -3,6 +3,11 @@
 The baseline is transformers' ``generate()`` called one request at a time in this process on the same model and
 prompts; the server is then spawned with that model and loaded by N streaming clients (closed loop). ``--vs URL``
 runs the same load against any other OpenAI-compatible server (for example ``transformers serve``).
+
+TTFT at concurrency 1 is also measured in pairs: one in-process ``generate()`` of one token, then the same prompt
+streamed from the server, alternating which goes first. The baseline phase and the server phases run minutes apart,
+and on a shared machine the load changes in between (runs measured 1.21x and 0.54x for the same code); a pair sees
+the same load, so the paired ratio is the one that says what the server adds.
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2 as httpx
 import orjson
 
 from service.bench.corpus import builtin_corpus
+from service.bench.generate_baseline import MODEL_ID, inprocess_ttft_ms, load_baseline, measure_inprocess
 from service.bench.load import percentile
 
+if TYPE_CHECKING:
+    from models.generation import GenerationModel
+
 DEFAULT_MODEL_DIR = Path.home() / ".cache" / "chunkserve" / "bench-gpt2-124m"
-MODEL_ID = "bench-gpt2"
 
 
 @dataclass
@@ -45,6 +53,7 @@ class GenerateLevel:
     ttft_p99_ms: float
     itl_p50_ms: float
     itl_p99_ms: float
+    prompt_tokens_mean: float = 0.0  # as the server counted them: the same prompts as the baseline's
     error_samples: list[str] = field(default_factory=list)
 
 
@@ -89,9 +98,14 @@ def run_generate_command(args: argparse.Namespace) -> int:
 
 
 def bench_prompts(n: int, words: int, seed: int = 99) -> list[str]:
-    """``n`` prompts of ``words`` words each, from the built-in corpus."""
+    """``n`` prompts of exactly ``words`` words each (one token each for the benchmark GPT-2's word vocabulary).
+
+    The corpus's Chinese texts are left out: their words are not space-separated, so one of them made a prompt of
+    5 to 11 tokens instead of ``words``, and TTFT mixed two prompt lengths.
+    """
     texts = builtin_corpus(max(n, 8) * 4, seed=seed, min_words=words, max_words=words * 2)
-    return [" ".join(re.findall(r"\w+", text)[:words]) for text in texts[:n]]
+    found = [re.findall(r"\w+", text) for text in texts if text.isascii()]
+    return [" ".join(w[:words]) for w in found if len(w) >= words][:n]
 
 
 def prepare_model(model_dir: Path) -> Path:
@@ -102,42 +116,16 @@ def prepare_model(model_dir: Path) -> Path:
     return save_random_gpt2(model_dir, words)
 
 
-def measure_inprocess(model_dir: Path, prompts: list[str], max_tokens: int, threads: int) -> dict[str, Any]:
-    """One request at a time through transformers' ``generate()``: TTFT (a 1-token call) and output tokens/s."""
-    from models.generation import GenerationModel, reference_generate
-    from models.loading import LoadOptions, load_local
-    from service.inference.engine import set_torch_threads
-
-    set_torch_threads(threads)
-    model = load_local(MODEL_ID, model_dir, options=LoadOptions(device="cpu"))
-    if not isinstance(model, GenerationModel):
-        raise SystemExit(f"bench: {model_dir} is not a generation model")
-    ids = [model.encode_prompt(p) for p in prompts]
-    reference_generate(model, ids[0], 4)  # warm-up
-    ttft = []
-    for prompt in ids:
-        started = time.perf_counter()
-        reference_generate(model, prompt, 1)
-        ttft.append((time.perf_counter() - started) * 1000)
-    tokens, started = 0, time.perf_counter()
-    for prompt in ids:
-        tokens += len(reference_generate(model, prompt, max_tokens))
-    elapsed = time.perf_counter() - started
-    ttft.sort()
-    return {
-        "requests": len(ids),
-        "prompt_tokens_mean": round(statistics.mean(len(i) for i in ids), 1),
-        "ttft_p50_ms": round(percentile(ttft, 50), 1),
-        "ttft_p99_ms": round(percentile(ttft, 99), 1),
-        "output_tokens": tokens,
-        "output_tokens_per_s": round(tokens / elapsed, 2),
-    }
-
-
 async def _one(
-    client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int, ttft: list[float], gaps: list[float]
+    client: httpx.AsyncClient,
+    model: str,
+    prompt: str,
+    max_tokens: int,
+    ttft: list[float],
+    gaps: list[float],
+    prompt_tokens: list[int] | None = None,
 ) -> int:
-    """Stream one completion; record its TTFT and token gaps; return its output tokens."""
+    """Stream one completion; record its TTFT, token gaps and prompt tokens; return its output tokens."""
     body = {
         "model": model,
         "prompt": prompt,
@@ -158,6 +146,8 @@ async def _one(
             chunk = orjson.loads(line[6:])
             if chunk.get("usage"):
                 tokens = int(chunk["usage"]["completion_tokens"])
+                if prompt_tokens is not None:
+                    prompt_tokens.append(int(chunk["usage"]["prompt_tokens"]))
             if chunk.get("choices") and chunk["choices"][0].get("text"):
                 pieces += 1
                 now = time.perf_counter()
@@ -183,6 +173,7 @@ async def closed_loop_generate(
     ttft: list[float] = []
     gaps: list[float] = []
     errors: list[str] = []
+    prompt_tokens: list[int] = []
     counter = iter(range(requests))
     tokens = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -193,7 +184,8 @@ async def closed_loop_generate(
             for i in counter:
                 try:
                     # Not ``tokens += await ...``: that reads ``tokens`` before the await and loses the others' counts.
-                    written = await _one(client, model, prompts[i % len(prompts)], max_tokens, ttft, gaps)
+                    prompt = prompts[i % len(prompts)]
+                    written = await _one(client, model, prompt, max_tokens, ttft, gaps, prompt_tokens)
                     tokens += written
                 except (httpx.HTTPError, RuntimeError) as exc:
                     errors.append(f"{type(exc).__name__}: {exc}"[:200])
@@ -214,8 +206,42 @@ async def closed_loop_generate(
         ttft_p99_ms=round(percentile(ttft, 99), 1),
         itl_p50_ms=round(percentile(gaps, 50), 1),
         itl_p99_ms=round(percentile(gaps, 99), 1),
+        prompt_tokens_mean=round(statistics.mean(prompt_tokens), 1) if prompt_tokens else 0.0,
         error_samples=errors[:3],
     )
+
+
+async def paired_ttft(
+    url: str, model: GenerationModel, prompts: list[str], max_tokens: int, rounds: int
+) -> dict[str, Any]:
+    """TTFT at concurrency 1 in pairs: in-process ``generate()`` and the server on the same prompt, back to back.
+
+    The order alternates (in-process first, then the server first), so a load that rises or falls through the run
+    weighs on both sides alike. The server's request is the concurrency-1 level's own (streamed, ``max_tokens``).
+    """
+    local: list[float] = []
+    served: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=600, trust_env=False) as client:
+        for i in range(rounds + 1):  # the first pair warms both sides' path for this prompt length
+            prompt = prompts[i % len(prompts)]
+            ids = model.encode_prompt(prompt)
+            pair: list[float] = []
+            server_first = i % 2 == 0
+            if server_first:
+                await _one(client, MODEL_ID, prompt, max_tokens, pair, [])
+            local_ms = inprocess_ttft_ms(model, ids)
+            if not server_first:
+                await _one(client, MODEL_ID, prompt, max_tokens, pair, [])
+            if i and pair:
+                local.append(local_ms)
+                served.append(pair[0])
+    ratios = sorted(s / b for s, b in zip(served, local, strict=True))
+    return {
+        "rounds": len(ratios),
+        "inprocess_ttft_p50_ms": round(percentile(sorted(local), 50), 1),
+        "server_ttft_p50_ms": round(percentile(sorted(served), 50), 1),
+        "pair_ratio_p50": round(percentile(ratios, 50), 3) if ratios else 0.0,
+    }
 
 
 @contextlib.contextmanager
@@ -258,7 +284,8 @@ def run_generate_scenario(
     path = prepare_model(model_dir)
     prompts = bench_prompts(max(requests_per_level, baseline_requests), prompt_words)
     print(f"model: random GPT-2 small (124M) in {path}; {max_tokens} tokens per request, greedy")
-    baseline = measure_inprocess(path, prompts[:baseline_requests], max_tokens, threads)
+    model = load_baseline(path, threads)
+    baseline = measure_inprocess(model, prompts[:baseline_requests], max_tokens)
     print(f"in-process generate(): {baseline}")
     report: dict[str, Any] = {"model_dir": str(path), "max_tokens": max_tokens, "baseline": baseline}
     env = {"CHUNKSERVE_MODELS": f"{MODEL_ID}={path}:generation", "CHUNKSERVE_TORCH_THREADS": str(threads)}
@@ -267,6 +294,10 @@ def run_generate_scenario(
             asdict(asyncio.run(closed_loop_generate(url, MODEL_ID, prompts, c, max(c, requests_per_level), max_tokens)))
             for c in levels
         ]
+        if 1 in levels:
+            report["ttft_c1_paired"] = asyncio.run(paired_ttft(url, model, prompts, max_tokens, baseline_requests))
+            print(f"TTFT at concurrency 1, paired with in-process generate(): {report['ttft_c1_paired']}")
+    del model  # its memory, before another server is started
     for level in report["server"]:
         print(f"chunkserve c={level['concurrency']}: {level}")
     if vs:
@@ -287,6 +318,11 @@ def run_generate_scenario(
         )
     if 1 in by_c:
         ratios["ttft_p50_c1_over_inprocess"] = round(by_c[1]["ttft_p50_ms"] / baseline["ttft_p50_ms"], 3)
+        paired = report["ttft_c1_paired"]
+        if paired["inprocess_ttft_p50_ms"]:
+            ratios["ttft_p50_c1_paired_over_inprocess"] = round(
+                paired["server_ttft_p50_ms"] / paired["inprocess_ttft_p50_ms"], 3
+            )
     if vs:
         for level in report["vs"]["levels"]:
             c = level["concurrency"]

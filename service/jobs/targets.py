@@ -6,6 +6,7 @@ whichever way it came in.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Iterable
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from service.errors import InputTooLarge
+from service.errors import InputTooLarge, InvalidInput
 from service.jobs.chunking import Strategy
 from service.outbound.protocols import RemoteProtocol
 from service.outbound.remote import RemoteTarget
@@ -29,15 +30,19 @@ class Assignment(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LocalTarget:
-    """A model served by this process; ``prompt`` ({text}: the chunk) and ``max_tokens`` for a generation model."""
+    """A model served by this process; ``prompt`` ({text}: the chunk) and ``max_tokens`` for a generation model.
+
+    ``name`` is its label in results (given by the request, or set by ``distinct_labels``); the model id otherwise.
+    """
 
     model: str
     prompt: str | None = None
     max_tokens: int | None = None
+    name: str | None = None
 
     @property
     def label(self) -> str:
-        return self.model
+        return self.name if self.name is not None else self.model
 
 
 Target = LocalTarget | RemoteTarget
@@ -49,10 +54,13 @@ def target_label(target: Target) -> str:
 
     A local model is its id; a plain generic remote is its URL (the classic shape); any other remote adds its
     protocol, its model and, when it has a prompt or headers, a short digest of them (never their text: headers
-    carry keys), so that two targets on one URL are never confused in results or by ``--resume``.
+    carry keys), so that two targets on one URL are never confused in results or by ``--resume``. A target with
+    a ``name`` (the request's, or ``distinct_labels``'s) is that name.
     """
     if isinstance(target, LocalTarget):
         return target.label
+    if target.name is not None:
+        return target.name
     parts = [] if target.protocol is RemoteProtocol.GENERIC else [target.protocol.value]
     if target.model is not None:
         parts.append(f"model={target.model}")
@@ -60,6 +68,36 @@ def target_label(target: Target) -> str:
         digest = hashlib.sha256(repr((target.prompt, sorted(target.headers))).encode()).hexdigest()[:10]
         parts.append(f"config={digest}")
     return f"{target.url} ({', '.join(parts)})" if parts else target.url
+
+
+def distinct_labels(targets: Iterable[Target], *, first_spec: int = 0) -> tuple[Target, ...]:
+    """``targets`` with a distinct label for every distinct target, so that their results never collide.
+
+    The labels alone can repeat: two prompts on one local model are both named by the model id. A target whose
+    label an earlier, different target already has is renamed ``LABEL#2`` (``#3``, ...): stable for a given
+    target list, so ``--resume`` finds its results again. Equal targets keep one label (they are the same work).
+    ``first_spec`` is the index of the first target that came from the request's ``targets`` (for error fields).
+
+    Raises:
+        InvalidInput: an explicit ``name`` is already another target's label.
+    """
+    seen: dict[str, Target] = {}
+    out: list[Target] = []
+    for i, target in enumerate(targets):
+        label = target_label(target)
+        other = seen.get(label)
+        if other is not None and other != target:
+            if target.name is not None:
+                where = f"targets[{i - first_spec}].name"
+                raise InvalidInput(f"{where} {label!r} is already another target's label; give it another", field=where)
+            n = 2
+            while f"{label}#{n}" in seen:
+                n += 1
+            target = dataclasses.replace(target, name=f"{label}#{n}")
+            label = target_label(target)
+        seen[label] = target
+        out.append(target)
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +130,14 @@ def target_from_spec(spec: TargetSpec) -> Target:
     if spec.url is None:
         if spec.model is None:  # TargetSpec's own validator refuses this; kept so a bad caller fails clearly
             raise ValueError("a target needs a model or a url")
-        return LocalTarget(model=spec.model, prompt=spec.prompt, max_tokens=spec.max_tokens)
+        return LocalTarget(model=spec.model, prompt=spec.prompt, max_tokens=spec.max_tokens, name=spec.name)
     return RemoteTarget(
         url=spec.url,
         protocol=RemoteProtocol(spec.protocol),
         model=spec.model,
         prompt=spec.prompt,
         headers=tuple(spec.headers.items()),
+        name=spec.name,
     )
 
 
@@ -118,8 +157,13 @@ def parse_target(spec: str | dict[str, Any] | Target) -> Target:
 
 
 def targets_of(specs: Iterable[TargetSpec], api_urls: Iterable[str] = ()) -> tuple[Target, ...]:
-    """Targets in request order: the classic ``api_urls`` (generic remotes) first, then ``targets``."""
-    return (*(RemoteTarget(url=url) for url in api_urls), *(target_from_spec(s) for s in specs))
+    """Targets in request order: the classic ``api_urls`` (generic remotes) first, then ``targets``; labels distinct.
+
+    Raises:
+        InvalidInput: a target's ``name`` is another target's label.
+    """
+    urls = [RemoteTarget(url=url) for url in api_urls]
+    return distinct_labels([*urls, *(target_from_spec(s) for s in specs)], first_spec=len(urls))
 
 
 def job_from_request(body: ProcessRequest, limits: JobLimits) -> Job:

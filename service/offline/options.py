@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal, TextIO
 
+from service.errors import InvalidInput
 from service.jobs.chunking import Strategy
-from service.jobs.targets import Assignment, Target, parse_target
+from service.jobs.targets import Assignment, Target, distinct_labels, parse_target
 from service.outbound.remote import RemoteTarget
 
 Aggregate = Literal["mean"]
@@ -92,12 +93,16 @@ class RunOptions:
             # Unbuffered: a reader thread blocked in a buffered stdin's read holds its lock, and the interpreter
             # aborts at exit if it finds that lock taken (an interrupt while the pipe is idle).
             stdin = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
+        try:
+            chosen = distinct_labels([*(parse_target(t) for t in targets), *(RemoteTarget(url=u) for u in api_urls)])
+        except InvalidInput as exc:  # a repeated --target name: a usage error, like any other bad option
+            raise ValueError(exc.message) from None
         return cls(
             inputs=tuple(inputs),
             output=Path(output),
             chunking=Strategy(chunking),
             assignment=Assignment(assignment),
-            targets=tuple([*(parse_target(t) for t in targets), *(RemoteTarget(url=u) for u in api_urls)]),
+            targets=chosen,
             stdin=stdin,
             **rest,
         )

@@ -41,6 +41,7 @@ class RemoteTarget:
     model: str | None = None
     prompt: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    name: str | None = None  # the label in results, when the request gives one (see jobs.targets.target_label)
 
     @property
     def host(self) -> str:

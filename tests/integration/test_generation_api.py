@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -252,3 +254,39 @@ def test_process_reduce_combines_the_chunk_results_in_order(gen_url: str) -> Non
     assert json.loads(data[6:])["result"]["text"] == want["choices"][0]["message"]["content"]
     refused = httpx.post(f"{gen_url}/v1/process", json={**body, "reduce": {"model": "tiny-embed"}}, timeout=10)
     assert refused.status_code == 422 and refused.json()["error"]["param"] == "reduce.model"
+
+
+def test_two_prompts_on_one_model_are_two_targets_in_every_output(gen_url: str) -> None:
+    text = "The quick brown fox jumps. It runs over the lazy dog! Cats and dogs live together."
+    prompts = ["Summarise: {text}", "Translate: {text}", "Title: {text}"]
+    targets: list[dict[str, object]] = [{"model": "tiny-gpt2", "prompt": p, "max_tokens": 4} for p in prompts]
+    targets[2]["name"] = "title"
+    labels = ["tiny-gpt2", "tiny-gpt2#2", "title"]  # the later uses of a label get #2, #3... unless named
+    body = {"text": text, "chunk_size": 30, "targets": targets, "assignment": "broadcast"}
+    answer = httpx.post(f"{gen_url}/v1/process", json=body, timeout=60).json()
+    chunks = {c["index"]: c["text"] for c in answer["chunks"]}
+    assert answer["failed"] == 0 and answer["total"] == 3 * len(chunks) >= 6, answer
+    assert [r["target"] for r in answer["results"]] == labels * len(chunks)  # chunk order, then target order
+    want = {}
+    for index, chunk in chunks.items():
+        for label, prompt in zip(labels, prompts, strict=True):
+            same = {"model": "tiny-gpt2", "prompt": prompt.replace("{text}", chunk), "max_tokens": 4, "temperature": 0}
+            reply = httpx.post(f"{gen_url}/v1/completions", json=same, timeout=30).json()
+            want[(index, label)] = reply["choices"][0]["text"]
+    assert {(r["index"], r["target"]): r["result"]["text"] for r in answer["results"]} == want
+    lines = httpx.post(f"{gen_url}/v1/process/stream", json=body, timeout=60).text.splitlines()
+    # Each "event: result" line is followed by its "data: " line.
+    streamed = [json.loads(d[6:]) for e, d in itertools.pairwise(lines) if e == "event: result"]
+    assert {(r["index"], r["target"]): r["result"]["text"] for r in streamed} == want
+    with ws_connect(gen_url.replace("http://", "ws://") + "/v1/ws", open_timeout=10) as ws:
+        ws.send(json.dumps({"job_id": "two", **body}))
+        messages: list[dict[str, Any]] = []
+        while not messages or messages[-1]["type"] not in {"done", "error"}:
+            messages.append(json.loads(ws.recv(timeout=60)))
+    dispatched = next(m for m in messages if m.get("step") == "dispatched")
+    assert dispatched["targets"] == sorted(labels)
+    results = [m for m in messages if m["type"] == "result"]
+    assert {(r["index"], r["target"]): r["result"]["text"] for r in results} == want
+    clash = {**body, "targets": [targets[0], {**targets[1], "name": "tiny-gpt2"}]}
+    refused = httpx.post(f"{gen_url}/v1/process", json=clash, timeout=10)
+    assert refused.status_code == 422 and refused.json()["error"]["param"] == "targets[1].name", refused.text

@@ -111,12 +111,14 @@ async def _answer(request: Request, registry: RegistryDep, body: ChatCompletionR
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         events = _events(stream, head, chat=chat, include_usage=include_usage)
-        # The background task also frees the slot of a stream whose client left before its first chunk.
+
+        async def release() -> None:
+            # Frees the slot of a stream whose client left before its first chunk. A coroutine, not the plain
+            # method: Starlette runs a plain function in its thread pool, a thread hop for every streamed request.
+            stream.request.cancel()
+
         return StreamingResponse(
-            events,
-            media_type="text/event-stream",
-            headers=_SSE_HEADERS,
-            background=BackgroundTask(stream.request.cancel),
+            events, media_type="text/event-stream", headers=_SSE_HEADERS, background=BackgroundTask(release)
         )
     done = await cancel_on_disconnect(request, stream.collect())
     if chat:

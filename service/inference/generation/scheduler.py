@@ -112,6 +112,10 @@ class GenerationScheduler:
     def alive(self) -> bool:
         return self._future is not None and not self._future.done()
 
+    def running_requests(self) -> list[GenerationRequest]:
+        """The requests decoding now: a snapshot, safe to read from any thread (health checks, tests)."""
+        return [slot.request for slot in list(self._slots)]
+
     def start(self) -> None:
         """Start the step loop on the model's thread."""
         self._future = self._executor.submit(self._run)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 
-from service.jobs.targets import LocalTarget, target_label
+import pytest
+
+from service.errors import InvalidInput
+from service.jobs.targets import LocalTarget, distinct_labels, target_label
 from service.outbound.protocols import RemoteProtocol
 from service.outbound.remote import RemoteTarget
 
@@ -42,3 +45,21 @@ def test_labels_stay_readable_and_never_show_headers_or_prompts() -> None:
     label = target_label(chat)
     assert label.startswith(f"{URL} (openai-chat, model=m, config=")
     assert "secret" not in label and "Bearer" not in label
+
+
+def test_distinct_targets_sharing_a_label_get_numbered_stable_labels() -> None:
+    summarise, translate = LocalTarget("llm", prompt="Summarise: {text}"), LocalTarget("llm", prompt="Translate")
+    labelled = distinct_labels([summarise, translate, summarise, LocalTarget("llm", max_tokens=9)])
+    assert [target_label(t) for t in labelled] == ["llm", "llm#2", "llm", "llm#3"]  # equal targets: one label
+    assert distinct_labels([summarise, translate]) == labelled[:2]  # the same list, the same labels (--resume)
+    named = distinct_labels([summarise, LocalTarget("llm", prompt="T", name="tr"), RemoteTarget(URL, name="r")])
+    assert [target_label(t) for t in named] == ["llm", "tr", "r"]
+    # A default numbered label never takes a name given later; a given name never takes another's label.
+    assert [target_label(t) for t in distinct_labels([summarise, LocalTarget("llm#2"), translate])] == [
+        "llm",
+        "llm#2",
+        "llm#3",
+    ]
+    with pytest.raises(InvalidInput) as clash:
+        distinct_labels([RemoteTarget(URL), summarise, LocalTarget("x", name="llm")], first_spec=1)
+    assert clash.value.field == "targets[1].name"
