@@ -48,6 +48,10 @@ class HostedApp:
             scope = {**scope, "state": {**self.state, **scope.get("state", {})}}
         await self.app(scope, receive, send)
 
+    def begin_drain(self) -> None:
+        """Begin the app's drain (``Drain.begin``: thread-safe, idempotent), as the SIGTERM handler does."""
+        self.app.state.drain.begin()
+
     def readiness(self) -> tuple[bool, str] | None:
         """``/ready``'s answer, or None before the lifespan has started."""
         registry: ModelRegistry | None = getattr(self.app.state, "registry", None)

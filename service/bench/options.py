@@ -119,7 +119,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TARGET",
         help=(
             "Another server for the same workload, interleaved in rounds: a URL, 'naive' or "
-            "'spawn:NAME=VALUE,...' (repeatable)."
+            "'spawn:NAME=VALUE,...' or 'spawn-ray:replicas=N,NAME=VALUE,...' (chunkserve serve --ray) "
+            "(repeatable)."
         ),
     )
     parser.add_argument(

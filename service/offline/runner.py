@@ -150,7 +150,8 @@ class Runner:
             self._skip(where, f"document {doc.id!r}: {exc.message}")
             return
         state = _Doc(doc, plan, remaining=0, fresh=not plan.work)
-        for target in {target_label(t) for _, t in plan.work}:
+        # In first-use order, not a set's: the mean lines come out in the same order on every run (and on Ray).
+        for target in dict.fromkeys(target_label(t) for _, t in plan.work):
             key = (doc.id, target)
             state.means[target] = self.index.partial.pop(key) if key in self.index.partial else MeanAccumulator()
         work = [(c, t) for c, t in plan.work if not self.index.has(doc.id, c.index, target_label(t))]

@@ -3,6 +3,11 @@
 The driver reads the inputs (the same reader as ``chunkserve run``), skips what ``--resume`` finds in the output,
 and appends the lines the actors return as they stream back, so an interrupted run leaves whole lines and
 ``--resume`` completes it. Documents travel through Ray's object store, so the driver holds the corpus's text.
+
+``--aggregate``, ``--ordered`` and ``--fail-fast`` mean what they mean to ``chunkserve run``: a document is
+processed whole inside one actor call, so the actor writes its mean lines after its chunk lines (with the sums
+``--resume`` read back from the output); Ray Data keeps the calls' results in input order (``preserve_order``)
+and the actor keeps a document's lines in plan order; the first failed chunk or bad record stops the run (exit 1).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from service.offline.reader import BadRecord, check_inputs, read_documents
 from service.offline.writer import OutputIndex, ResultWriter, load_index, trim_partial_line
 from service.scale.cluster import connect
 from service.scale.options import ReplicaOptions
-from service.scale.worker import ChunkWorker, JobSpec
+from service.scale.worker import CHUNK, MEAN, NEW, SKIP, ChunkWorker, JobSpec, pack_means
 
 # Documents per actor call: enough chunks to fill the batcher's window, few enough to stream results back often.
 DOCS_PER_CALL = 16
@@ -70,6 +75,11 @@ def _batches(dataset: Any, stop: list[str]) -> Iterator[dict[str, Any]]:
 
 
 def _rows(options: RunOptions, index: OutputIndex, summary: Summary) -> Iterator[dict[str, str]]:
+    """The documents to send, each with what the output holds of it already (``--resume``).
+
+    With ``--fail-fast`` a bad record ends the rows: the run stops there, as ``chunkserve run`` does.
+    """
+    means = pack_means(index) if options.aggregate else {}
     records = read_documents(
         options.inputs,
         text_field=options.text_field,
@@ -82,14 +92,26 @@ def _rows(options: RunOptions, index: OutputIndex, summary: Summary) -> Iterator
             summary.skipped += 1
             if len(summary.errors) < Summary.MAX_ERRORS:
                 summary.errors.append(f"skipped {record.where()}: {record.reason}")
+            if options.fail_fast:
+                summary.interrupted = "fail-fast"
+                return
             continue
         done = sorted(index.chunks.get(record.id, ()))
-        yield {"id": record.id, "text": record.text, "done": orjson.dumps(done).decode()}
+        row = {"id": record.id, "text": record.text, "done": orjson.dumps(done).decode()}
+        yield {**row, "means": means.get(record.id, "")}
 
 
 def _spec(options: RunOptions, settings: Settings) -> JobSpec:
     timeout = options.timeout_s if options.timeout_s is not None else settings.remote_max_timeout_s
-    return JobSpec(options.chunking, options.chunk_size, options.overlap, options.targets, options.assignment, timeout)
+    return JobSpec(
+        options.chunking,
+        options.chunk_size,
+        options.overlap,
+        options.targets,
+        options.assignment,
+        timeout,
+        aggregate=options.aggregate is not None,
+    )
 
 
 def run_on_ray(
@@ -99,25 +121,22 @@ def run_on_ray(
 
     Raises:
         FileExistsError: the output exists and neither ``resume`` nor ``overwrite`` is set.
-        ValueError: an input cannot be read, or ``--aggregate``, ``--fail-fast`` or ``--ordered`` (not on Ray yet).
+        ValueError: an input cannot be read.
         OSError: the output cannot be written.
     """
     check_inputs(options.inputs)
-    if options.aggregate is not None:
-        raise ValueError("--aggregate is not supported with --ray yet; run without --ray for per-document means")
-    if options.fail_fast:
-        raise ValueError("--fail-fast is not supported with --ray yet: the actors run documents independently")
-    if options.ordered:
-        raise ValueError("--ordered is not supported with --ray yet: lines come in completion order")
     output = options.output
     if output.exists() and output.stat().st_size and not (options.resume or options.overwrite):
         raise FileExistsError(f"{output} exists; pass --resume to continue it or --overwrite to replace it")
     index = OutputIndex()
     if options.resume and output.exists():
         trim_partial_line(output)
-        index = load_index(output, with_means=False)
+        index = load_index(output, with_means=options.aggregate is not None)
     summary = Summary()
     rows = list(_rows(options, index, summary))
+    if summary.interrupted is not None:  # --fail-fast and a bad record: nothing is started
+        ResultWriter(output, append=options.resume).close()  # the output is there (emptied by --overwrite)
+        return summary
     connect(address)
     started = time.perf_counter()
     # One block per actor call: each call's lines stream back (and are written) as soon as it is done.
@@ -134,6 +153,8 @@ def run_on_ray(
         num_cpus=workers.num_cpus,
         num_gpus=workers.num_gpus,
     )
+    # --ordered: the calls' results come back in input order (a call done early waits for the ones before it).
+    dataset.context.execution_options.preserve_order = options.ordered
 
     stop: list[str] = []
 
@@ -145,15 +166,8 @@ def run_on_ray(
     writer = ResultWriter(output, append=options.resume)
     try:
         for batch in _batches(dataset, stop):
-            for line, note, failed in zip(batch["line"], batch["note"], batch["failed"], strict=True):
-                if note:
-                    summary.skipped += 1
-                    if len(summary.errors) < Summary.MAX_ERRORS:
-                        summary.errors.append(f"skipped {note}")
-                    continue
-                writer.add(str(line).encode() + b"\n")
-                summary.chunks += 1
-                summary.failed_chunks += int(failed)
+            if not _record(batch, writer, summary, fail_fast=options.fail_fast):
+                stop.append("fail-fast")
             writer.flush()
     finally:
         writer.close()
@@ -161,7 +175,30 @@ def run_on_ray(
             signal.signal(sig, handler)
     if stop:
         summary.interrupted = stop[0]
-    summary.documents = len(rows)
     summary.elapsed_s = round(time.perf_counter() - started, 3)
     summary.lines = writer.lines
     return summary
+
+
+def _record(batch: dict[str, Any], writer: ResultWriter, summary: Summary, *, fail_fast: bool) -> bool:
+    """Queue a batch's lines and count them; False when ``fail_fast`` and a chunk failed or a document was skipped.
+
+    Stopping writes the lines up to the failure (the failed chunk's line included), as ``chunkserve run`` does.
+    """
+    for kind, line, note, failed in zip(batch["kind"], batch["line"], batch["note"], batch["failed"], strict=True):
+        if kind == SKIP:
+            summary.skipped += 1
+            if len(summary.errors) < Summary.MAX_ERRORS:
+                summary.errors.append(f"skipped {note}")
+        elif kind in (CHUNK, MEAN):
+            writer.add(str(line).encode() + b"\n")
+            if kind == CHUNK:
+                summary.chunks += 1
+                summary.failed_chunks += int(failed)
+        elif kind == NEW:
+            summary.documents += 1
+        else:
+            summary.already_done += 1
+        if fail_fast and (kind == SKIP or int(failed)):
+            return False
+    return True

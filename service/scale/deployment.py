@@ -17,6 +17,7 @@ from ray.serve.deployment import Application
 from service.api.hosted import HostedApp
 from service.config import Settings
 from service.runtime import CPU_BATCH_SIZE
+from service.scale import stopping
 from service.scale.options import BATCHES_IN_FLIGHT, ReplicaOptions
 
 DEPLOYMENT_NAME = "chunkserve"
@@ -40,11 +41,22 @@ class ChunkserveReplica:
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self.settings = Settings(**(settings or {}))
         self.hosted: HostedApp | None = None
+        # Runs in the replica's process: Ray's stop then begins the drain before waiting on open WebSockets.
+        stopping.install()
 
     def __serve_build_asgi_app__(self) -> HostedApp:
         """The replica's app (Ray runs its lifespan; start-up returns once the models are warm)."""
         self.hosted = HostedApp(self.settings, warm_timeout_s=WARM_TIMEOUT_S)
         return self.hosted
+
+    def begin_drain(self) -> None:
+        """What SIGTERM does under ``chunkserve serve``: refuse new work, tell WebSocket sessions to wind down.
+
+        Called (from Ray's thread, not the app's loop: it only flips flags) when Ray starts stopping this replica;
+        requests and SSE streams in flight go on, and Ray waits for them up to ``graceful_shutdown_timeout_s``.
+        """
+        if self.hosted is not None:
+            self.hosted.begin_drain()
 
     def check_health(self) -> None:
         """The same readiness as ``/ready``: Ray replaces a replica whose batcher stopped.

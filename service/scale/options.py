@@ -107,7 +107,8 @@ def add_ray_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="ADDRESS",
         help="Spread documents over Ray Data actors: a cluster address (auto, HOST:PORT, ray://HOST:10001), or "
-        "none to start a local Ray. --aggregate is not supported there yet.",
+        "none to start a local Ray. The other flags keep their meaning (--resume, --aggregate, --ordered, "
+        "--fail-fast).",
     )
     group.add_argument("--replicas", type=int, default=1, help="Actors, each with its own models [default: 1].")
     group.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per actor [default: 1].")

@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 
 from service.config import Settings
@@ -23,10 +24,13 @@ from service.jobs.chunking import Strategy
 from service.jobs.pipeline import Plan
 from service.jobs.targets import Assignment, Job, LocalTarget, Target, target_label
 from service.observability.metrics import Metrics
-from service.offline.writer import chunk_line
+from service.offline.writer import MeanAccumulator, OutputIndex, aggregate_line, chunk_line
 from service.runtime import build_pipeline, default_loader, load_engines
 
 T = TypeVar("T")
+# What each output row is: a chunk line, a mean line, a skipped document (note), the end of a document processed
+# now, or of one that was already complete in the output (--resume).
+CHUNK, MEAN, SKIP, NEW, OLD = "chunk", "mean", "skip", "new", "old"
 # Offline work is bounded by the documents in a batch; the queue limit is for concurrent clients of a server.
 UNBOUNDED_QUEUE = 1 << 40
 
@@ -41,6 +45,7 @@ class JobSpec:
     targets: tuple[Target, ...]
     assignment: Assignment
     timeout_s: float
+    aggregate: bool = False
 
     def job(self, text: str) -> Job:
         """The job for one document's text."""
@@ -52,11 +57,45 @@ def done_keys(pairs: list[list[Any]]) -> set[tuple[int, str]]:
     return {(int(chunk), str(target)) for chunk, target in pairs}
 
 
-class ChunkWorker:
-    """``map_batches`` callable class: rows ``{id, text, done}`` in, rows ``{line, note, failed}`` out.
+def pack_means(index: OutputIndex) -> dict[str, str]:
+    """Per document, what ``--aggregate --resume`` carries over from the output: a row's ``means`` field.
 
-    ``line`` is one output JSONL line (without its newline) or empty; ``note`` is a document that was skipped,
-    and why; ``failed`` is 1 for a chunk result that failed.
+    JSON ``{"aggregated": [target, ...], "partial": {target: [sum, count, failed, usable]}}``: the targets whose
+    mean line is written already, and the running sums of the chunk results read back for the others.
+    """
+    docs: dict[str, dict[str, Any]] = {}
+    for doc_id, target in index.aggregated:
+        docs.setdefault(doc_id, {"aggregated": [], "partial": {}})["aggregated"].append(target)
+    for (doc_id, target), acc in index.partial.items():
+        total = None if acc.total is None else acc.total.tolist()
+        docs.setdefault(doc_id, {"aggregated": [], "partial": {}})["partial"][target] = [
+            total,
+            acc.count,
+            acc.failed,
+            acc.usable,
+        ]
+    return {doc_id: orjson.dumps(packed).decode() for doc_id, packed in docs.items()}
+
+
+def unpack_means(packed: str) -> tuple[set[str], dict[str, MeanAccumulator]]:
+    """A row's ``means`` field back as (targets already aggregated, running sums by target)."""
+    if not packed:
+        return set(), {}
+    data = orjson.loads(packed)
+    partial = {
+        target: MeanAccumulator(None if total is None else np.asarray(total, dtype=np.float64), count, failed, usable)
+        for target, (total, count, failed, usable) in data["partial"].items()
+    }
+    return set(data["aggregated"]), partial
+
+
+class ChunkWorker:
+    """``map_batches`` callable class: rows ``{id, text, done, means}`` in, rows ``{kind, line, note, failed}`` out.
+
+    Per document, in the order of the batch: its chunk lines (``CHUNK``, in the order ``chunkserve run --ordered``
+    writes them; ``failed`` 1 for a failed result), then its mean lines (``MEAN``, with ``--aggregate``), then one
+    row that ends it: ``NEW`` or ``OLD`` (complete in the output already), or ``SKIP`` with the reason in ``note``.
+    ``line`` is one output JSONL line without its newline, empty in the rows that end a document.
     """
 
     def __init__(self, settings: dict[str, Any], spec: JobSpec) -> None:
@@ -87,39 +126,55 @@ class ChunkWorker:
         return self._call(self._process(batch))
 
     async def _process(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        docs = zip(batch["id"], batch["text"], batch["done"], strict=True)
-        answers = await asyncio.gather(*(self._document(str(i), str(t), str(d)) for i, t, d in docs))
-        out: dict[str, list[Any]] = {"line": [], "note": [], "failed": []}
-        for lines, note in answers:
-            for line, failed in lines:
+        means = batch["means"] if "means" in batch else [""] * len(batch["id"])
+        docs = zip(batch["id"], batch["text"], batch["done"], means, strict=True)
+        answers = await asyncio.gather(*(self._document(str(i), str(t), str(d), str(m)) for i, t, d, m in docs))
+        out: dict[str, list[Any]] = {"kind": [], "line": [], "note": [], "failed": []}
+        for rows in answers:
+            for kind, line, note, failed in rows:
+                out["kind"].append(kind)
                 out["line"].append(line)
-                out["note"].append("")
-                out["failed"].append(failed)
-            if note:
-                out["line"].append("")
                 out["note"].append(note)
-                out["failed"].append(0)
+                out["failed"].append(failed)
         return out
 
-    async def _document(self, doc_id: str, text: str, done: str) -> tuple[list[tuple[str, int]], str]:
+    async def _document(self, doc_id: str, text: str, done: str, means: str) -> list[tuple[str, str, str, int]]:
+        """One document's rows (see the class): what ``Runner._submit``, ``_record`` and ``_finish`` write."""
         if len(text) > self.settings.max_text_chars:
             limit = self.settings.max_text_chars
-            return [], f"document {doc_id!r} has {len(text)} characters; at most {limit} (--max-text-chars)"
+            note = f"document {doc_id!r} has {len(text)} characters; at most {limit} (--max-text-chars)"
+            return [(SKIP, "", note, 0)]
         try:
             plan = await self.pipeline.prepare(self.spec.job(text))
         except ChunkserveError as exc:
-            return [], f"document {doc_id!r}: {exc.message}"
+            return [(SKIP, "", f"document {doc_id!r}: {exc.message}", 0)]
         skip = done_keys(orjson.loads(done))
+        aggregated, partial = unpack_means(means)
+        sums = {target: partial.get(target, MeanAccumulator()) for target in _targets(plan.work)}
         work = [(c, t) for c, t in plan.work if (c.index, target_label(t)) not in skip]
-        lines: list[tuple[str, int]] = []
-        async for result in self.pipeline.run(Plan(plan.job, plan.chunks, work)):
+        place = {(c.index, target_label(t)): i for i, (c, t) in enumerate(work)}
+        results = [result async for result in self.pipeline.run(Plan(plan.job, plan.chunks, work))]
+        results.sort(key=lambda r: place[(r.index, r.target)])  # the order --ordered writes them in
+        rows: list[tuple[str, str, str, int]] = []
+        for result in results:
             chunk = plan.chunks[result.index]
             error = {"type": result.error.type, "message": result.error.message} if result.error else None
             raw = chunk_line(
                 doc_id, chunk.start, chunk.end, result.index, result.target, result.success, result.result, error
             )
-            lines.append((raw.decode().rstrip("\n"), 0 if result.success else 1))
-        return lines, ""
+            rows.append((CHUNK, raw.decode().rstrip("\n"), "", 0 if result.success else 1))
+            acc = sums.setdefault(result.target, MeanAccumulator())
+            if not result.success:
+                acc.failed += 1
+            elif self.spec.aggregate:
+                acc.add(result.result)
+        if self.spec.aggregate:
+            for target, acc in sums.items():
+                line = None if target in aggregated else aggregate_line(doc_id, target, acc)
+                if line is not None:
+                    rows.append((MEAN, line.decode().rstrip("\n"), "", 0))
+        rows.append((NEW if rows or not plan.work else OLD, "", "", 0))
+        return rows
 
     def __del__(self) -> None:
         # An actor ends with its process; close the engines and the client if the loop still runs.
@@ -133,3 +188,8 @@ class ChunkWorker:
     async def _close(self) -> None:
         await self.registry.close(drain=False)
         await self.http.aclose()
+
+
+def _targets(work: list[tuple[Any, Target]]) -> list[str]:
+    """The targets of a plan's work, in first-use order (as ``chunkserve run`` writes its mean lines)."""
+    return list(dict.fromkeys(target_label(t) for _, t in work))

@@ -148,3 +148,90 @@ def test_sigterm_then_resume_completes_a_ray_run(
     resumed = _lines(out)  # no duplicates
     assert resumed.keys() == expected.keys()
     assert all(line["success"] for line in resumed.values())
+
+
+def _sequence(path: Path) -> list[dict[str, Any]]:
+    data = path.read_bytes()
+    assert data.endswith(b"\n"), "the output must end on a complete line"
+    return [orjson.loads(raw) for raw in data.splitlines()]
+
+
+def _assert_same_line(got: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert {k: v for k, v in got.items() if k != "result"} == {k: v for k, v in expected.items() if k != "result"}
+    if expected["target"] == "tiny-embed":  # batched differently: equal up to float rounding
+        np.testing.assert_allclose(got["result"], expected["result"], atol=1e-5)
+    else:
+        assert got["result"] == expected["result"]
+
+
+def test_ordered_and_aggregate_on_ray_write_the_very_lines_run_writes_in_its_order(
+    local_ray: None, tiny_bert_dir: Path, corpus: Path, fake: str, tmp_path: Path
+) -> None:
+    plain, on_ray = tmp_path / "plain.jsonl", tmp_path / "ray.jsonl"
+    flags = ("--ordered", "--aggregate", "mean")
+    assert main(_args(tiny_bert_dir, corpus, plain, fake, *flags)) == 0
+    assert main(_args(tiny_bert_dir, corpus, on_ray, fake, *flags, *RAY)) == 0
+    expected, got = _sequence(plain), _sequence(on_ray)
+    means = [line for line in expected if line["chunk"] is None]
+    assert len(means) == 24 and {m["target"] for m in means} == {"tiny-embed"}  # the remote's echo is no vector
+    assert [(g["id"], g["chunk"], g["target"]) for g in got] == [(e["id"], e["chunk"], e["target"]) for e in expected]
+    for g, e in zip(got, expected, strict=True):
+        _assert_same_line(g, e)
+
+
+def test_aggregate_resume_on_ray_completes_the_means_from_the_lines_already_written(
+    local_ray: None, tiny_bert_dir: Path, corpus: Path, fake: str, tmp_path: Path
+) -> None:
+    full, cut = tmp_path / "full.jsonl", tmp_path / "cut.jsonl"
+    assert main(_args(tiny_bert_dir, corpus, full, fake, "--aggregate", "mean", "--ordered")) == 0
+    raw = full.read_bytes().splitlines(keepends=True)
+    # Cut inside a document: some of its chunk lines are there, its mean line is not.
+    first_mean = next(i for i, line in enumerate(raw) if b'"chunk":null' in line)
+    kept = raw[: first_mean + 2]
+    assert b'"chunk":null' not in kept[-1]
+    cut.write_bytes(b"".join(kept))
+    assert main(_args(tiny_bert_dir, corpus, cut, fake, "--aggregate", "mean", *RAY, "--resume")) == 0
+    expected = {(e["id"], e["chunk"], e["target"]): e for e in _sequence(full)}
+    got = {(g["id"], g["chunk"], g["target"]): g for g in _sequence(cut)}
+    assert got.keys() == expected.keys() and len(_sequence(cut)) == len(expected)  # and no duplicates
+    for key, line in expected.items():
+        _assert_same_line(got[key], line)
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = orjson.loads(path.read_bytes())
+    return loaded
+
+
+def test_fail_fast_on_ray_stops_at_the_first_failed_chunk_with_run_s_exit_code(
+    local_ray: None, tiny_bert_dir: Path, corpus: Path, fake: str, tmp_path: Path
+) -> None:
+    # Every other chunk goes to a remote that answers 400 (not retried): each document has a failing chunk.
+    failing = f"{fake}/generic?status=400"
+    runs = {}
+    for name, extra in (("plain", ()), ("ray", RAY)):
+        out, report = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json"
+        args = [a.replace(f"{fake}/generic", failing) for a in _args(tiny_bert_dir, corpus, out, fake, *extra)]
+        code = main([*args, "--fail-fast", "--summary-json", str(report)])
+        runs[name] = (code, _summary(report), _sequence(out))
+    for code, summary, lines in runs.values():
+        assert code == 1 and summary["interrupted"] == "fail-fast"
+        assert summary["failed_chunks"] >= 1 and summary["chunks"] == len(lines)
+        assert any(not line["success"] and line["target"] == failing for line in lines)
+    _, summary, lines = runs["ray"]
+    # On Ray the lines end at the first failure: the first document's first chunk, then its failed second one.
+    assert [(line["chunk"], line["success"]) for line in lines] == [(0, True), (1, False)]
+    assert summary["failed_chunks"] == 1 and summary["documents"] == 0
+
+
+def test_fail_fast_on_ray_stops_at_a_bad_record_before_any_work(
+    local_ray: None, tiny_bert_dir: Path, fake: str, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs.jsonl"
+    docs.write_bytes(b'{"text": "Fine. Document."}\n{"no_text": 1}\n{"text": "Another one."}\n')
+    out, report = tmp_path / "out.jsonl", tmp_path / "summary.json"
+    args = _args(tiny_bert_dir, docs, out, fake, "--fail-fast", "--summary-json", str(report), *RAY)
+    assert main(args) == 1
+    summary = _summary(report)
+    assert summary["interrupted"] == "fail-fast" and summary["skipped"] == 1 and summary["documents"] == 0
+    assert "skipped" in summary["errors"][0] and out.read_bytes() == b""

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from httpx_sse import connect_sse
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from tests.integration.conftest import tiny_settings, wait_ready
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.timeout(240)
 TEXT = " ".join(f"Sentence {i} is about food and service." for i in range(20))
 MAX_QUEUE = 48
 TIGHT = "tight"
+STOPPING = "stopping"
 
 
 def _free_port() -> int:
@@ -165,6 +167,66 @@ def test_rays_own_queue_limit_answers_503_with_retry_after(ray_url: str, fake: s
     assert set(codes) <= {200, 503} and codes.count(503) >= 2 and 200 in codes, codes
     for refused in (r for r in responses if r.status_code == 503):
         assert int(refused.headers["retry-after"]) >= 1
+
+
+def _remote_in_flight(fake: str) -> int:
+    in_flight: int = httpx.get(f"{fake}/_stats", timeout=10).json()["in_flight"]
+    return in_flight
+
+
+def _stream_events(url: str, body: dict[str, Any], events: list[tuple[str, dict[str, Any]]]) -> None:
+    with (
+        httpx.Client(timeout=60) as client,
+        connect_sse(client, "POST", f"{url}/v1/process/stream", json=body) as source,
+    ):
+        events.extend((sse.event, json.loads(sse.data)) for sse in source.iter_sse())
+
+
+def test_a_stopped_replica_drains_like_sigterm_websocket_closes_1012(
+    ray_url: str, fake: str, tiny_bert_dir: Path, tiny_classifier_dir: Path
+) -> None:
+    # One replica of its own, with a long grace period: without the drain at stop, its open WebSocket would hold
+    # it until Ray kills it at the end of the grace period, and the client would see an abnormal close (1006).
+    overrides = {**_overrides(tiny_bert_dir, tiny_classifier_dir), "shutdown_timeout_s": 60}
+    settings = tiny_settings(tiny_bert_dir, tiny_classifier_dir, shutdown_timeout_s=60)
+    one = ReplicaOptions(num_replicas=1, num_cpus=0.25)
+    serve.run(build(settings, overrides, one), name=STOPPING, route_prefix=f"/{STOPPING}", blocking=False)
+    url = f"{ray_url}/{STOPPING}"
+    wait_ready(url, timeout_s=120)
+    slow: dict[str, Any] = {
+        "text": "First sentence about food. Second sentence about service.",
+        "chunk_size": 30,
+        "targets": [{"url": f"{fake}/generic?latency_ms=3000"}],
+    }
+    before = _remote_in_flight(fake)
+    messages: list[dict[str, Any]] = []
+    events: list[tuple[str, dict[str, Any]]] = []
+    with (
+        ThreadPoolExecutor(3) as pool,
+        ws_connect(url.replace("http://", "ws://") + "/v1/ws", open_timeout=30) as ws,
+    ):
+        ws.send(json.dumps({**slow, "job_id": "slow"}))
+        streamed = pool.submit(_stream_events, url, slow, events)
+        posted = pool.submit(httpx.post, f"{url}/v1/process", json=slow, timeout=60)
+        deadline = time.monotonic() + 60
+        while _remote_in_flight(fake) - before < 6:  # two chunks each of the WebSocket job, the stream, the POST
+            assert time.monotonic() < deadline, "the work never got in flight"
+            time.sleep(0.05)
+        deleting = pool.submit(serve.delete, STOPPING)  # returns once the replica is gone
+        try:
+            while True:
+                messages.append(json.loads(ws.recv(timeout=60)))
+        except ConnectionClosed as closed:
+            close = closed.rcvd
+        response = posted.result(timeout=60)
+        streamed.result(timeout=60)
+        deleting.result(timeout=90)
+    assert close is not None and close.code == 1012 and "shutting down" in close.reason, close
+    assert [m["type"] for m in messages].count("result") == 2 and messages[-1]["type"] == "done", messages
+    assert all(m["success"] for m in messages if m["type"] == "result")
+    assert response.status_code == 200 and response.json()["successful"] == 2, response.text
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("result") == 2 and kinds[-1] == "summary" and events[-1][1]["successful"] == 2, kinds
 
 
 def _replica_names(app: str) -> list[str]:

@@ -13,7 +13,7 @@ from service.bench.load import Bounds, PhaseRun, percentile, poisson_offsets
 from service.bench.scenario import SCENARIOS, Sample, error_kind
 from service.bench.scrape import Scrape, batch_figures
 from service.bench.sweep import parse_grid, parse_objective, score, serve_command
-from service.bench.targets import TargetSpec, parse_target
+from service.bench.targets import TargetSpec, parse_target, ray_command
 from service.cli import build_parser, settings_from_args
 
 
@@ -49,6 +49,16 @@ def test_target_forms() -> None:
     assert parse_target("http://10.0.0.2:8000/").url == "http://10.0.0.2:8000"
     with pytest.raises(ValueError, match="expected a URL"):
         parse_target("localhost:8000")
+
+
+def test_spawn_ray_target_splits_replica_flags_from_settings() -> None:
+    assert parse_target("spawn-ray") == TargetSpec("spawn-ray")
+    ray = parse_target("spawn-ray:replicas=2,replica-cpus=1,max_batch_size=8")
+    assert ray.name == "chunkserve on Ray replicas=2 replica_cpus=1 max_batch_size=8"
+    args, settings = ray_command(ray.settings)
+    assert args == ["serve", "--ray", "--replicas", "2", "--replica-cpus", "1"]
+    assert settings == (("max_batch_size", "8"),)
+    assert build_parser().parse_args([*args, "--port", "1"]).replicas == 2  # flags chunkserve serve takes
 
 
 def test_sweep_grid_checks_names_and_values() -> None:

@@ -95,15 +95,3 @@ def test_rayservice_and_serve_config_deploy_the_same_replicas() -> None:
     ours, theirs = _deployment(serve_config), _deployment(inner)
     for key in ("autoscaling_config", "max_ongoing_requests", "max_queued_requests", "ray_actor_options"):
         assert ours[key] == theirs[key], key
-
-
-@pytest.mark.parametrize("flag", ["--aggregate=mean", "--fail-fast", "--ordered"])
-def test_run_on_ray_refuses_what_it_cannot_do_yet(
-    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    pytest.importorskip("ray.data")
-    (tmp_path / "a.txt").write_text("One document.", encoding="utf-8")
-    code = main(["run", str(tmp_path / "a.txt"), "-o", str(tmp_path / "out.jsonl"), "--ray", flag])
-    assert code == 2
-    assert "not supported with --ray" in capsys.readouterr().err
-    assert not (tmp_path / "out.jsonl").exists()  # refused before any cluster or output was touched
