@@ -10,8 +10,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-import httpx2 as httpx
-
 from models.base import Model
 from models.generation import GenerationModel
 from models.loading import LoadOptions, load_local, load_model
@@ -27,9 +25,9 @@ from service.inference.registry import ModelRegistry, Phase
 from service.jobs.pipeline import Pipeline, PipelineLimits, Resolver
 from service.jobs.targets import JobLimits
 from service.observability.metrics import LiveMetric, Metrics
+from service.outbound.aio import GuardedSession
 from service.outbound.guard import OutboundPolicy
 from service.outbound.remote import RemoteClient, RetryPolicy
-from service.outbound.transport import make_guarded_client
 
 log = logging.getLogger("chunkserve")
 
@@ -177,18 +175,11 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
 
 def build_pipeline(
     settings: Settings, registry: ModelRegistry, resolver: Resolver | None = None
-) -> tuple[Pipeline, httpx.AsyncClient]:
-    """The chunk pipeline and the one shared outbound HTTP client (the caller closes it)."""
+) -> tuple[Pipeline, GuardedSession]:
+    """The chunk pipeline and the one shared outbound HTTP session (the caller closes it; build it on the loop)."""
     policy = OutboundPolicy.from_allowlist(settings.remote_allowlist)
-    # The pool must not be the bottleneck: the per-host semaphores are the real limit.
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=settings.remote_per_host_limit)
-    http = make_guarded_client(
-        policy,
-        timeout=settings.remote_timeout_s,
-        limits=limits,
-        resolver=resolver,
-        concurrency=settings.remote_per_host_limit,
-    )
+    # The session has no connection limit of its own: the per-host semaphores are the real limit.
+    http = GuardedSession(policy, resolver=resolver)
     remote = RemoteClient(
         http,
         per_host_limit=settings.remote_per_host_limit,

@@ -153,6 +153,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--remote-latency-ms", type=float, default=200.0, help="The fake remote's answer latency.")
     parser.add_argument(
+        "--per-host-limit",
+        type=positive_int,
+        default=None,
+        help=(
+            "Spawned servers: remote_per_host_limit, with job_window at least as wide; fanout: the bare client's "
+            "limit too [the target's own setting, else 64]."
+        ),
+    )
+    parser.add_argument(
         "--remote", default=None, help="A running `chunkserve fake-remote` to call [default: start one when needed]."
     )
     parser.add_argument(
@@ -261,6 +270,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         headers=headers,
         server_pid=args.server_pid,
         remote_latency_ms=args.remote_latency_ms,
+        per_host_limit=args.per_host_limit,
         remote=args.remote,
         progress=not args.no_progress,
         seed=args.seed,

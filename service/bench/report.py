@@ -97,12 +97,23 @@ def fanout_table(run: dict[str, Any]) -> Table:
             _num(cost["bare_cpu_us_per_call"]),
             "1.00",
             _num(cost["bare_round_s"], 3),
+            "1.00",
         ]
     ]
     for name in run["targets"]:
         c = cost[name]
-        rows.append([name, _num(c["server_cpu_us_per_call"]), _num(c["over_bare"], 2), _num(c["p50_request_s"], 3)])
-    return ["client", "CPU µs per remote call", "vs bare", "s per request of all calls (p50)"], rows
+        wall = c.get("wall_over_bare")
+        rows.append(
+            [
+                name,
+                _num(c["server_cpu_us_per_call"]),
+                _num(c["over_bare"], 2),
+                _num(c["p50_request_s"], 3),
+                "-" if wall is None else _num(wall, 2),
+            ]
+        )
+    head = ["client", "CPU µs per remote call", "CPU vs bare", "s per request of all calls (p50)", "wall vs bare"]
+    return head, rows
 
 
 def _sections(run: dict[str, Any]) -> Iterator[tuple[str, Table | str]]:

@@ -42,6 +42,7 @@ class Plan:
     remote_latency_ms: float = 200.0
     remote: str | None = None  # a fake remote already running; None: start one when the scenario needs it
     spawn_env: dict[str, str] = field(default_factory=dict)
+    per_host_limit: int | None = None  # spawned targets' remote_per_host_limit (and a job window as wide)
     progress: bool = True
     seed: int = 0
 
@@ -118,7 +119,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     phases: dict[str, dict[str, list[dict[str, Any]]]] = {t.name: {} for t in plan.targets}
     result: dict[str, Any] = {"scenario": plan.scenario, "model": plan.workload.model}
     with contextlib.ExitStack() as stack:
-        env = dict(plan.spawn_env)
+        env = dict(plan.spawn_env) | limit_env(plan.per_host_limit)
         workload = plan.workload
         if scenario.needs_remote:
             remote = plan.remote
@@ -147,7 +148,7 @@ def run_plan(plan: Plan) -> dict[str, Any]:
                 figures = asyncio.run(_phase(target, plan, send, shape, level, plan.seed + repeat))
                 phases[target.name].setdefault(level_key(shape, level), []).append(figures)
         if plan.scenario == "fanout" and workload.remote is not None:
-            limit = int(dict(plan.targets[0].settings).get("remote_per_host_limit", "64"))
+            limit = _per_host_limit(plan)
             repeats = max(3, plan.bounds.requests or 5)
             result["bare_client"] = bare_reference(f"{workload.remote}/generic", workload.chunks, limit, repeats)
     servers = {name: {key: summarize(runs) for key, runs in levels.items()} for name, levels in phases.items()}
@@ -166,15 +167,35 @@ def run_plan(plan: Plan) -> dict[str, Any]:
     return result
 
 
+def limit_env(per_host_limit: int | None) -> dict[str, str]:
+    """The spawned servers' environment for ``--per-host-limit`` (a target's own settings still win)."""
+    if per_host_limit is None:
+        return {}
+    # A job runs at most job_window calls at once: a limit wider than the window would never be reached.
+    window = max(per_host_limit, 256)
+    return {"CHUNKSERVE_REMOTE_PER_HOST_LIMIT": str(per_host_limit), "CHUNKSERVE_JOB_WINDOW": str(window)}
+
+
+def _per_host_limit(plan: Plan) -> int:
+    """The limit the first target calls the remote with: its own setting, else --per-host-limit, else the default."""
+    own = dict(plan.targets[0].settings).get("remote_per_host_limit")
+    if own is not None:
+        return int(own)
+    return plan.per_host_limit if plan.per_host_limit is not None else 64
+
+
 def _fanout_cost(servers: dict[str, dict[str, dict[str, Any]]], bare: dict[str, Any]) -> dict[str, Any]:
     """Server CPU per remote call against the bare client's, per target at its first level."""
     out: dict[str, Any] = {"bare_cpu_us_per_call": bare["cpu_us_per_call"], "bare_round_s": bare["median_round_s"]}
     for name, levels in servers.items():
         first = next(iter(levels.values()))
         per_call = first.get("server_cpu_us_per_remote_call")
+        p50_s = None if first["p50_ms"] is None else first["p50_ms"] / 1000
         out[name] = {
             "server_cpu_us_per_call": per_call,
             "over_bare": round(per_call / bare["cpu_us_per_call"], 2) if per_call and bare["cpu_us_per_call"] else None,
-            "p50_request_s": None if first["p50_ms"] is None else round(first["p50_ms"] / 1000, 4),
+            "p50_request_s": None if p50_s is None else round(p50_s, 4),
+            # The issue's bound: a request of N calls against the bare client's round of the same N calls.
+            "wall_over_bare": round(p50_s / bare["median_round_s"], 2) if p50_s and bare["median_round_s"] else None,
         }
     return out

@@ -45,7 +45,9 @@ async def dispatch(
     at = loop.time() + (deadline - time.monotonic())
     todo: Iterator[tuple[Chunk, T]] = iter(work)
     running: dict[asyncio.Task[ChunkResult], tuple[Chunk, T]] = {}
-    finished: asyncio.Queue[asyncio.Task[ChunkResult]] = asyncio.Queue()
+    # None in the queue: the deadline passed. One timer per job, not one ``asyncio.timeout`` per result.
+    finished: asyncio.Queue[asyncio.Task[ChunkResult] | None] = asyncio.Queue()
+    timer = loop.call_at(at, finished.put_nowait, None)
 
     def launch(n: int) -> None:
         for chunk, target in itertools.islice(todo, n):
@@ -56,10 +58,8 @@ async def dispatch(
     launch(max(1, window))
     try:
         while running:
-            try:
-                async with asyncio.timeout_at(at):
-                    task = await finished.get()
-            except TimeoutError:
+            task = await finished.get()
+            if task is None:
                 break
             pair = running.pop(task, None)
             if pair is None:
@@ -79,6 +79,7 @@ async def dispatch(
         for chunk, target in todo:
             yield failed(chunk.index, label(target), now, "timeout", UNSTARTED_MESSAGE, attempts=0)
     finally:
+        timer.cancel()
         for task in running:
             task.cancel()
         if running:

@@ -5,11 +5,15 @@ refused unless the allowlist names them (``service/outbound/addresses.py`` class
 same rules:
 
 * ``check_url`` and ``resolve_and_check`` refuse a target early, before any work is planned;
-* ``make_guarded_client`` checks again at connect time, inside httpcore: ``GuardedBackend.connect_tcp`` resolves
-  the name, checks every address, then connects to a checked address itself, so DNS rebinding between the check and
-  the connection has nothing to exploit. TLS still verifies (and sends SNI for) the URL's host name, because httpcore
-  takes it from the request origin, not from the stream. A refusal there reaches the caller of ``client.get()`` as
-  ``ForbiddenTarget`` itself (httpx re-raises exceptions that are not httpcore's unchanged).
+* the server's aiohttp session (``service/outbound/aio.py``) checks again at connect time: its resolver resolves
+  through ``resolve_and_check`` and hands aiohttp only checked addresses, and IP-literal hosts (which aiohttp never
+  resolves) go through ``check_literal`` as aiohttp's URL parser reads them;
+* ``make_guarded_client`` (the httpx2 client, for tools) checks again at connect time, inside httpcore:
+  ``GuardedBackend.connect_tcp`` resolves the name, checks every address, then connects to a checked address
+  itself, so DNS rebinding between the check and the connection has nothing to exploit. TLS still verifies (and
+  sends SNI for) the URL's host name, because httpcore takes it from the request origin, not from the stream. A
+  refusal there reaches the caller of ``client.get()`` as ``ForbiddenTarget`` itself (httpx re-raises exceptions
+  that are not httpcore's unchanged).
 
 ``localhost`` and ``*.localhost`` mean 127.0.0.1 without asking DNS (RFC 6761 reserves them for loopback).
 
@@ -155,6 +159,15 @@ def _refuse_unless_allowed(ip: IPAddress, port: int, host: str, policy: Outbound
         verb = "resolves to" if resolved else "is"
         hint = "" if reason == "metadata" else "; add it to the outbound allowlist if it is meant to be reached"
         raise ForbiddenTarget(f"host {host} {verb} a {reason} address, which outbound calls may not reach{hint}")
+
+
+def check_literal(ip: IPAddress, port: int, policy: OutboundPolicy) -> None:
+    """Refuse an IP-literal host the policy does not allow (what ``resolve_and_check`` does for one, without DNS).
+
+    Raises:
+        ForbiddenTarget: ``ip`` is not public and the allowlist does not admit it.
+    """
+    _refuse_unless_allowed(ip, port, str(ip), policy, resolved=False)
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,27 @@
 """RemoteClient: one chunk to one remote AI API, with per-host limits, retries, Retry-After and a size cap.
 
-The ``httpx.AsyncClient`` is shared and owned by whoever built it (the lifespan): never one per request.
+The HTTP client is shared and owned by whoever built it (the lifespan): never one per request.
 Upstream error bodies are never passed on; callers see the host, the status and what was tried.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import functools
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2 as httpx
+import orjson
 
-from service.errors import DeadlineExceeded, ForbiddenTarget, UpstreamError
+from service.errors import DeadlineExceeded, UpstreamError
+from service.outbound.aio import GuardedSession, aiohttp_exchange
+from service.outbound.exchange import Final, Retryable, httpx_exchange
 from service.outbound.protocols import MalformedAnswer, RemoteProtocol, parse_answer, request_body
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -49,13 +51,18 @@ class RemoteTarget:
 
     def endpoint(self) -> str:
         """The URL actually posted to (OpenAI base URLs get their resource path)."""
-        suffix = {
-            RemoteProtocol.OPENAI_EMBEDDINGS: "/embeddings",
-            RemoteProtocol.OPENAI_CHAT: "/chat/completions",
-        }.get(self.protocol)
-        if suffix is None or self.url.rstrip("/").endswith(suffix):
-            return self.url
-        return self.url.rstrip("/") + suffix
+        return _endpoint(self.url, self.protocol)
+
+
+_SUFFIXES = {RemoteProtocol.OPENAI_EMBEDDINGS: "/embeddings", RemoteProtocol.OPENAI_CHAT: "/chat/completions"}
+
+
+@functools.lru_cache(maxsize=1024)  # asked once per chunk, for the same few targets
+def _endpoint(url: str, protocol: RemoteProtocol) -> str:
+    suffix = _SUFFIXES.get(protocol)
+    if suffix is None or url.rstrip("/").endswith(suffix):
+        return url
+    return url.rstrip("/") + suffix
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +116,12 @@ class UpstreamCallError(UpstreamError):
 
 
 class RemoteClient:
-    """Calls remote AI APIs through one shared, pooled ``httpx.AsyncClient``."""
+    """Calls remote AI APIs through one shared, pooled client: the server's ``GuardedSession`` (aiohttp), or an
+    ``httpx.AsyncClient`` (tests, tools)."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: GuardedSession | httpx.AsyncClient,
         *,
         per_host_limit: int = 64,
         retry: RetryPolicy | None = None,
@@ -133,20 +141,18 @@ class RemoteClient:
         """Hosts that have a concurrency limiter now (only those with calls in flight or waiting)."""
         return len(self._limits)
 
-    @contextlib.asynccontextmanager
-    async def _limit(self, host: str) -> AsyncIterator[None]:
+    def _slot(self, host: str) -> _HostSlot:
         # Callers choose the hosts: a limiter lives only while some call uses it, so the table stays bounded.
         slot = self._limits.get(host)
         if slot is None:
             slot = self._limits[host] = _HostSlot(asyncio.Semaphore(self.per_host_limit))
         slot.users += 1
-        try:
-            async with slot.semaphore:
-                yield
-        finally:
-            slot.users -= 1
-            if slot.users == 0 and self._limits.get(host) is slot:
-                del self._limits[host]
+        return slot
+
+    def _release(self, host: str, slot: _HostSlot) -> None:
+        slot.users -= 1
+        if slot.users == 0 and self._limits.get(host) is slot:
+            del self._limits[host]
 
     async def call(
         self,
@@ -172,16 +178,22 @@ class RemoteClient:
         attempt = 0
         while True:
             attempt += 1
+            # Inline rather than an async context manager: this runs once per chunk of every job.
+            host = target.host
+            slot = self._slot(host)
             try:
-                async with self._limit(target.host):
-                    value, size = await self._once(target, text, self._timeout(timeout_s, deadline), cap)
-                self.stats.count(target.host, "ok")
+                try:
+                    async with slot.semaphore:
+                        value, size = await self._once(target, text, self._timeout(timeout_s, deadline), cap)
+                finally:
+                    self._release(host, slot)
+                self.stats.count(host, "ok")
                 return RemoteResult(value=value, attempts=attempt, size=size)
             except asyncio.CancelledError:
                 self.stats.cancelled += 1
                 self.stats.count(target.host, "cancelled")
                 raise
-            except _Retryable as exc:
+            except Retryable as exc:
                 delay = self._delay(attempt, exc.retry_after_s)
                 out_of_time = deadline is not None and time.monotonic() + delay >= deadline
                 if attempt >= self.retry.attempts or out_of_time:
@@ -193,7 +205,7 @@ class RemoteClient:
                     ) from None
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
-            except _Final as exc:
+            except Final as exc:
                 self.stats.count(target.host, exc.kind)
                 raise UpstreamCallError(f"{target.host}: {exc.reason}", attempts=attempt, kind=exc.kind) from None
 
@@ -216,63 +228,30 @@ class RemoteClient:
         key = self._api_keys.get(target.host.lower())
         if key and not any(k.lower() == "authorization" for k in headers):
             headers["Authorization"] = f"Bearer {key}"
+        # The body is JSON; a target's own Content-Type (its headers may set one) is sent instead, never both.
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
         return headers
 
     async def _once(self, target: RemoteTarget, text: str, timeout_s: float, cap: int) -> tuple[Any, int]:
-        body = request_body(target.protocol, target.model, target.prompt, text)
+        body = orjson.dumps(request_body(target.protocol, target.model, target.prompt, text))
+        headers = self._headers(target)
+        if isinstance(self.client, GuardedSession):
+            answer = await aiohttp_exchange(self.client, target.endpoint(), body, headers, timeout_s, cap)
+        else:
+            answer = await httpx_exchange(self.client, target.endpoint(), body, headers, timeout_s, cap)
+        if answer.status in _RETRY_STATUSES:
+            raise Retryable("status", f"HTTP {answer.status}", _retry_after(answer.retry_after))
+        if answer.status >= 300:
+            raise Final("status", f"HTTP {answer.status}")
         try:
-            request = self.client.build_request(
-                "POST", target.endpoint(), json=body, headers=self._headers(target), timeout=timeout_s
-            )
-            response = await self.client.send(request, stream=True)
-        except ForbiddenTarget:
-            raise
-        except httpx.TimeoutException:
-            raise _Final("timeout", f"no answer within {timeout_s:.3g} s") from None
-        except httpx.TransportError as exc:
-            # Every transport failure (connect, write to a connection the peer closed, read, protocol): a pooled
-            # connection may have gone stale, so it is worth another try on a fresh one.
-            raise _Retryable("connect", f"connection failed ({type(exc).__name__})") from None
-        except httpx.DecodingError:
-            raise _Final("malformed", "the answer does not match its Content-Encoding") from None
-        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-            # Anything else the client refuses (a URL or header it cannot send): no retry can fix it.
-            raise _Final("connect", f"the request could not be sent ({type(exc).__name__})") from None
-        try:
-            raw = await self._read_capped(response, cap)
-        except httpx.TimeoutException:
-            raise _Final("timeout", f"answer not complete within {timeout_s:.3g} s") from None
-        except httpx.TransportError as exc:
-            raise _Retryable("connect", f"connection broke mid-answer ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:  # DecodingError: a body that does not match its Content-Encoding
-            raise _Final("malformed", f"the answer could not be read ({type(exc).__name__})") from None
-        finally:
-            await response.aclose()
-        if response.status_code in _RETRY_STATUSES:
-            raise _Retryable("status", f"HTTP {response.status_code}", _retry_after(response))
-        if response.status_code >= 300:
-            raise _Final("status", f"HTTP {response.status_code}")
-        try:
-            payload = json.loads(raw)
+            payload = json.loads(answer.body)
         except ValueError:
-            raise _Final("malformed", "the answer is not valid JSON") from None
+            raise Final("malformed", "the answer is not valid JSON") from None
         try:
-            return parse_answer(target.protocol, payload), len(raw)
+            return parse_answer(target.protocol, payload), len(answer.body)
         except MalformedAnswer as exc:
-            raise _Final("malformed", str(exc)) from None
-
-    async def _read_capped(self, response: httpx.Response, cap: int) -> bytes:
-        declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > cap:
-            raise _Final("too_large", f"answer of {declared} bytes is over the {cap}-byte cap")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > cap:
-                raise _Final("too_large", f"answer is over the {cap}-byte cap")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            raise Final("malformed", str(exc)) from None
 
 
 @dataclass(slots=True)
@@ -281,20 +260,7 @@ class _HostSlot:
     users: int = 0
 
 
-class _Retryable(Exception):
-    def __init__(self, kind: str, reason: str, retry_after_s: float | None = None) -> None:
-        super().__init__(reason)
-        self.kind, self.reason, self.retry_after_s = kind, reason, retry_after_s
-
-
-class _Final(Exception):
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind, self.reason = kind, reason
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
