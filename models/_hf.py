@@ -155,9 +155,12 @@ class HFModel(ABC):
         """Whether the module takes ``token_type_ids`` (BERT-like) besides ids and the attention mask."""
         return self._token_types
 
-    def use_forward(self, forward: Callable[..., Any], backend: str) -> None:
-        """Run padded batches through ``forward`` (called like the module, returning the same output fields)."""
+    def use_forward(self, forward: Callable[..., Any], backend: str, dtype: str | None = None) -> None:
+        """Run padded batches through ``forward`` (called like the module, returning the same output fields);
+        ``dtype`` is what that backend computes in, when it differs from the torch module's."""
         self._forward, self.backend = forward, backend
+        if dtype is not None:
+            self.dtype = dtype
 
     def release_torch_module(self) -> None:
         """Let the torch weights go once another backend serves the model (else they are held twice)."""

@@ -57,7 +57,7 @@ class LoadOptions:
     max_input_tokens: int | None = None
     warmup: bool = True
     progress_bars: bool = False  # transformers' own bars (weight loading): off, they land in logs and notebooks
-    backend: str = "torch"  # what runs an encoder's forward pass: "torch" or "openvino" (CPU, float32)
+    backend: str = "torch"  # what runs an encoder's forward pass: "torch" or "openvino" (CPU, float32 or bfloat16)
     backend_cache: Path = Path("~/.cache/chunkserve/openvino")  # converted models (model directories may be read-only)
     threads: int | None = None  # threads one forward pass may use on a backend other than torch (None: its choice)
 
@@ -123,6 +123,11 @@ def _set_progress_bars(on: bool) -> None:
 def _load_model(model_id: str, root: Path, task: Task | None, options: LoadOptions) -> Model | GenerationModel:
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
+    # openvino in bfloat16: torch loads float32 (the reference the start-up check compares against, and what is
+    # converted); OpenVINO is then told to compute in bf16.
+    ov_precision = "bf16" if options.backend == "openvino" and dtype == torch.bfloat16 else "f32"
+    if ov_precision == "bf16":
+        dtype = torch.float32
     config = _load(AutoConfig.from_pretrained, root, "config")
     task = task if task is not None else infer_task(config)
     check_backend(model_id, options.backend, task, device, dtype)
@@ -158,7 +163,11 @@ def _load_model(model_id: str, root: Path, task: Task | None, options: LoadOptio
             from models.openvino_backend import OpenVINOOptions, use_openvino  # imports openvino: only when asked for
         except ImportError as exc:
             raise ValueError(f"backend openvino needs OpenVINO: pip install 'chunkserve[openvino]' ({exc})") from None
-        use_openvino(model, root, OpenVINOOptions(cache_dir=options.backend_cache, threads=options.threads))
+        use_openvino(
+            model,
+            root,
+            OpenVINOOptions(cache_dir=options.backend_cache, threads=options.threads, precision=ov_precision),
+        )
     if options.warmup:
         model.warm_up()
     return model
@@ -171,8 +180,7 @@ def check_backend(model_id: str, backend: str, task: Task, device: torch.device,
     """Refuse a backend that cannot serve this model here, before its weights load.
 
     Raises:
-        LoadRefused: an unknown backend, or openvino for a generation model, on a GPU or in another precision
-            than float32.
+        LoadRefused: an unknown backend, or openvino for a generation model, on a GPU or in float16.
     """
     if backend not in BACKENDS:
         raise LoadRefused(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
@@ -187,10 +195,11 @@ def check_backend(model_id: str, backend: str, task: Task, device: torch.device,
         raise LoadRefused(
             f"backend {backend} runs on the CPU; model {model_id!r} would load on {device} (set device cpu)"
         )
-    if dtype != torch.float32:
+    if dtype not in (torch.float32, torch.bfloat16):
         dtype_name = str(dtype).removeprefix("torch.")
         raise LoadRefused(
-            f"backend {backend} runs float32; model {model_id!r} asks for {dtype_name} (set dtype float32 or auto)"
+            f"backend {backend} runs float32 or bfloat16; model {model_id!r} asks for {dtype_name} (set dtype "
+            "float32, bfloat16 or auto)"
         )
 
 

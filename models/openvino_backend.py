@@ -55,6 +55,7 @@ class OpenVINOOptions:
 
     cache_dir: Path
     threads: int | None = None
+    precision: str = "f32"  # OpenVINO's inference precision: "f32", or "bf16" (AMX / AVX-512 BF16 CPUs)
 
 
 class OpenVINOForward:
@@ -101,8 +102,8 @@ def use_openvino(model: HFModel, root: Path, options: OpenVINOOptions) -> Path:
     expected = [result for batch in batches for result in model.predict(batch)]
     names = [name for name in _INPUT_NAMES if name != "token_type_ids" or model.uses_token_types]
     ir = cached_ir(model.torch_module, root, model.task.value, names, options.cache_dir)
-    forward = OpenVINOForward(compile_ir(ir, options.threads), names)
-    model.use_forward(forward, backend="openvino")
+    forward = OpenVINOForward(compile_ir(ir, options.threads, options.precision), names)
+    model.use_forward(forward, backend="openvino", dtype="bfloat16" if options.precision == "bf16" else None)
     model.warm_up()  # as in service, the probe then runs after other shapes did (buffers reused, not fresh)
     cosine = min_cosine(expected, [result for batch in batches for result in model.predict(batch)])
     if not cosine >= MIN_COSINE:  # NaN included
@@ -182,14 +183,15 @@ def convert(module: torch.nn.Module, input_names: Sequence[str]) -> ov.Model:
         raise RuntimeError(f"OpenVINO could not convert the model: {exc}") from exc
 
 
-def compile_ir(ir: Path, threads: int | None) -> ov.CompiledModel:
-    """Compile the IR for this CPU: full fp32, one stream, ``threads`` threads per inference."""
+def compile_ir(ir: Path, threads: int | None, precision: str = "f32") -> ov.CompiledModel:
+    """Compile the IR for this CPU: ``precision`` (f32 or bf16), one stream, ``threads`` threads per inference."""
     config: dict[str, Any] = {
         # The engine runs one batch at a time on one thread, so one request must use every core: LATENCY gives a
         # single stream; THROUGHPUT would split the cores into streams that only parallel requests could fill.
         "PERFORMANCE_HINT": "LATENCY",
-        # On CPUs with AMX or AVX-512 BF16 OpenVINO otherwise runs in bf16: faster, but not the model's numbers.
-        "INFERENCE_PRECISION_HINT": "f32",
+        # On CPUs with AMX or AVX-512 BF16 OpenVINO runs in bf16 unless told otherwise: faster, but not the
+        # model's numbers, so only when dtype bfloat16 asks for it (and the start-up check still has the last word).
+        "INFERENCE_PRECISION_HINT": precision,
     }
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads

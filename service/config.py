@@ -49,7 +49,8 @@ class Settings(BaseSettings):
         default="torch",
         description=(
             "What runs the encoder models (embedding, classification, rerank) on CPU: torch, or openvino (converted "
-            "once, cached, checked against torch at start; float32 on the CPU only). Generation always runs on torch."
+            "once, cached, checked against torch at start; CPU only, float32, or bf16 with dtype bfloat16). Generation "
+            "always runs on torch."
         ),
     )
     backend_cache: Path = Field(
@@ -335,8 +336,10 @@ class Settings(BaseSettings):
                 f"backend openvino serves encoders only; {', '.join(generators)} is a generation model: use "
                 "backend torch (CHUNKSERVE_BACKEND / --backend)"
             )
-        if self.dtype not in ("auto", "float32"):
-            raise ValueError(f"backend openvino runs float32; set dtype auto or float32, not {self.dtype}")
+        if self.dtype == "float16":
+            raise ValueError(
+                "backend openvino runs float32 or bfloat16; set dtype auto, float32 or bfloat16, not float16"
+            )
         if self.device.startswith("cuda"):
             raise ValueError(f"backend openvino runs on the CPU; set device cpu or auto, not {self.device}")
 

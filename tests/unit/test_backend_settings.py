@@ -33,7 +33,7 @@ def test_an_unknown_backend_flag_is_refused_by_name(capsys: pytest.CaptureFixtur
     ("argv", "fragment"),
     [
         (["--model", "g=/m/g:generation"], "g is a generation model: use backend torch"),
-        (["--dtype", "bfloat16"], "backend openvino runs float32"),
+        (["--dtype", "float16"], "backend openvino runs float32 or bfloat16"),
         (["--device", "cuda:0"], "backend openvino runs on the CPU"),
     ],
 )

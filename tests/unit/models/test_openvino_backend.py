@@ -113,8 +113,31 @@ def test_generation_models_are_refused_before_loading(tiny_gpt2_dir: Path, tmp_p
 def test_an_unknown_backend_or_precision_is_refused(tiny_bert_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(LoadRefused, match="unknown backend 'onnx'"):
         load_model("x", tiny_bert_dir, options=LoadOptions(device="cpu", backend="onnx"))
-    with pytest.raises(LoadRefused, match="backend openvino runs float32"):
-        load_model("x", tiny_bert_dir, options=LoadOptions(device="cpu", dtype="bfloat16", backend="openvino"))
+    with pytest.raises(LoadRefused, match="float16 is not supported on cpu"):
+        load_model("x", tiny_bert_dir, options=LoadOptions(device="cpu", dtype="float16", backend="openvino"))
+
+
+def test_bfloat16_runs_openvino_in_bf16_still_checked_against_torch_float32(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    torch_model = load_model("tiny-embed", tiny_bert_dir, options=LoadOptions(device="cpu"))
+    options = LoadOptions(device="cpu", backend="openvino", backend_cache=tmp_path, threads=1, dtype="bfloat16")
+    model = load_model("tiny-embed-bf16", tiny_bert_dir, options=options)
+    assert model.info()["backend"] == "openvino" and model.info()["dtype"] == "bfloat16"
+    assert torch_model.info()["dtype"] == "float32"
+    # What OpenVINO computes in: bf16 where the CPU has bf16 units (AMX, AVX-512 BF16), else it keeps f32.
+    from models.openvino_backend import compile_ir
+
+    (ir,) = tmp_path.rglob("*.xml")
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    has_bf16 = "amx_bf16" in flags or "avx512_bf16" in flags
+    hint = compile_ir(ir, 1, "bf16").get_property("INFERENCE_PRECISION_HINT").to_string()
+    assert hint == "bf16" if has_bf16 else hint in ("bf16", "f32"), hint
+    assert compile_ir(ir, 1).get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+    expected = torch_model.predict(torch_model.encode(TEXTS))
+    actual = model.predict(model.encode(TEXTS))
+    for want, got in zip(expected, actual, strict=True):
+        assert _cosine(want.ravel(), got.ravel()) >= MIN_COSINE
 
 
 def test_a_nan_output_fails_the_agreement_check() -> None:
