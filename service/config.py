@@ -97,6 +97,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Queued inputs looked at together and length-sorted to cut padding (>= max batch size).",
     )
+    batch_overhead_tokens: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "What one more model call costs, in padded tokens; the batcher cuts each length-sorted window where that "
+            "is cheapest (smaller batches where lengths jump). Unset: measured at start-up for each model."
+        ),
+    )
     generation_max_running: int = Field(
         default=16, ge=1, le=4096, description="Sequences a generation model decodes together (continuous batching)."
     )

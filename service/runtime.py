@@ -16,6 +16,7 @@ from models.loading import LoadOptions, load_local, load_model
 from models.packaged import default_model_path
 from service.batching.batcher import BatchPolicy
 from service.config import Settings
+from service.inference.calibrate import measure_batch_overhead
 from service.inference.engine import ModelEngine, device_memory, model_thread
 from service.inference.generation.engine import GenerationEngine
 from service.inference.generation.scheduler import GenerationLimits
@@ -63,8 +64,11 @@ def effective_threads(settings: Settings, machine: Machine | None = None) -> int
     return choose_defaults(machine or detect_machine()).torch_threads
 
 
-def batch_policy(settings: Settings, device: str = "cpu", machine: Machine | None = None) -> BatchPolicy:
-    """The batcher budgets named by the settings; an unset batch size or wait is chosen for the machine."""
+def batch_policy(
+    settings: Settings, device: str = "cpu", machine: Machine | None = None, overhead_tokens: float | None = None
+) -> BatchPolicy:
+    """The batcher budgets named by the settings; an unset batch size or wait is chosen for the machine, an unset
+    call overhead is ``overhead_tokens`` (measured by ``load_engines``)."""
     found = machine or detect_machine()
     defaults = choose_defaults(replace(found, gpu=device != "cpu"))
     size = settings.max_batch_size
@@ -79,6 +83,7 @@ def batch_policy(settings: Settings, device: str = "cpu", machine: Machine | Non
         max_batch_tokens=settings.max_batch_tokens,
         max_queue=settings.max_queue,
         window=settings.batch_window,
+        batch_overhead_tokens=settings.batch_overhead_tokens or overhead_tokens,
     )
 
 
@@ -153,8 +158,12 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
             log.info("model %s ready: %s", entry.id, model.info())
             continue
         device = str(model.info().get("device", "cpu"))
-        policy = batch_policy(settings, device)
-        log.info("batching defaults: %s", choose_defaults(replace(detect_machine(), gpu=device != "cpu")).reason)
+        overhead = settings.batch_overhead_tokens
+        if overhead is None:
+            overhead = await loop.run_in_executor(thread, measure_batch_overhead, model)
+        policy = batch_policy(settings, device, overhead_tokens=overhead)
+        reason = choose_defaults(replace(detect_machine(), gpu=device != "cpu")).reason
+        log.info("batching defaults: %s; a model call costs %s padded tokens", reason, policy.batch_overhead_tokens)
         metrics.max_batch_size[entry.id] = policy.max_batch_size
         engine = ModelEngine(
             entry.id,

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from service.batching.dispatch import Flight, ModelCalls, ResultMismatch
 from service.batching.ledger import Counts, Ledger, Request, retrieve
 from service.batching.policy import BatchPolicy, plan_batches
 from service.errors import BatchFailed, Overloaded, ShuttingDown
@@ -29,10 +30,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger(__name__)
-
-
-class _ResultMismatch(Exception):
-    """``fn`` returned a different number of results than it was given inputs."""
 
 
 class MicroBatcher(Generic[T, R]):
@@ -50,13 +47,13 @@ class MicroBatcher(Generic[T, R]):
     ) -> None:
         self.policy = policy
         self.name = name
-        self._fn = fn
         self._cost = cost
-        self._on_batch = on_batch
-        self._executor = executor
         self._owns_executor = executor is None
+        # Made here, started on first use: a ThreadPoolExecutor starts its thread only when given work.
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._queue: deque[Request[T, R]] = deque()
         self._ledger: Ledger[T, R] = Ledger()
+        self._calls: ModelCalls[T, R] = ModelCalls(fn, self._executor, self._ledger, name, on_batch)
         self._queued_max_cost = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -146,7 +143,7 @@ class MicroBatcher(Generic[T, R]):
         self._wakeup.set()
         if self._task is not None and not self._task.done():
             await asyncio.wait([self._task])
-        if self._owns_executor and self._executor is not None:
+        if self._owns_executor:
             # No wait: after a loop death the thread may still be inside fn, and the event loop must not block.
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -159,8 +156,6 @@ class MicroBatcher(Generic[T, R]):
     def _ensure_started(self) -> None:
         if self._task is not None:
             return
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"{self.name}-loop")
         self._task.add_done_callback(self._on_loop_exit)
 
@@ -199,9 +194,18 @@ class MicroBatcher(Generic[T, R]):
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        # The batch handed to the model thread last and not yet settled. A full batch is handed over while the one
+        # before it still runs, so the model thread starts it the moment it is free: otherwise it would wait for this
+        # loop to get through the callers just answered (measured: 3.5 ms idle between 200 ms batches at 64 clients).
+        ahead: Flight[T, R] | None = None
         while True:
             while self._queue and not self._ledger.is_live(self._queue[0]):
                 self._queue.popleft()
+            if ahead is not None and not (self._queue and self._fills()):
+                # Nothing full to queue behind it: settle it first, and let the queue fill while the model works.
+                await self._settle(ahead)
+                ahead = None
+                continue
             if not self._queue:
                 if self._closing:
                     return
@@ -216,93 +220,75 @@ class MicroBatcher(Generic[T, R]):
                         await self._wakeup.wait()
                 except TimeoutError:
                     break
-            for batch in self._take_window(loop.time()):
-                await self._run_batch(batch, loop)
+            batches, plenty = self._take_window(loop.time())
+            for batch in batches:
+                if ahead is not None and not (plenty or self._is_full(batch)):
+                    await self._settle(ahead)  # a short batch goes only to an idle model: it may fill meanwhile
+                    ahead = None
+                flight = self._launch(batch)
+                if ahead is not None:
+                    await self._settle(ahead)
+                ahead = flight
 
-    def _take_window(self, now: float) -> list[list[Request[T, R]]]:
+    def _take_window(self, now: float) -> tuple[list[list[Request[T, R]]], bool]:
+        """The next batches to run, cheapest cut first, and whether the queue held at least a full batch."""
         policy = self.policy
         window: list[Request[T, R]] = []
         while self._queue and len(window) < policy.window:
             request = self._queue.popleft()
             if self._ledger.is_live(request):
                 window.append(request)
-        cuts = plan_batches([r.cost for r in window], policy.max_batch_size, policy.max_batch_tokens)
+        costs = [r.cost for r in window]
+        cuts = plan_batches(costs, policy.max_batch_size, policy.max_batch_tokens, policy.batch_overhead_tokens)
         batches = [[window[i] for i in cut] for cut in cuts]
+        plenty = len(window) >= policy.max_batch_size or len(window) * max(costs, default=0) >= policy.max_batch_tokens
         if batches and not self._closing:
             last = batches[-1]
-            longest = max(r.cost for r in last)
-            full = len(last) >= policy.max_batch_size or longest * (len(last) + 1) > policy.max_batch_tokens
-            if not full and now < min(r.arrival for r in last) + policy.max_wait_s:
+            if not self._is_full(last) and now < min(r.arrival for r in last) + policy.max_wait_s:
                 # Still inside its deadline: let later arrivals fill it instead of running it short.
                 batches.pop()
                 held = set(last)
                 self._queue.extendleft(reversed([r for r in window if r in held]))
         self._queued_max_cost = max((r.cost for r in self._queue), default=0)
-        return batches
+        return batches, plenty
 
-    async def _run_batch(self, batch: list[Request[T, R]], loop: asyncio.AbstractEventLoop) -> None:
+    def _is_full(self, batch: list[Request[T, R]]) -> bool:
+        policy = self.policy
+        longest = max(r.cost for r in batch)
+        return len(batch) >= policy.max_batch_size or longest * (len(batch) + 1) > policy.max_batch_tokens
+
+    def _launch(self, batch: list[Request[T, R]]) -> Flight[T, R] | None:
         live = [r for r in batch if self._ledger.is_live(r)]  # callers may have left while this batch waited its turn
-        if not live:
+        if live:
+            self._ledger.run(live)
+        return self._calls.launch(live)
+
+    async def _settle(self, flight: Flight[T, R] | None) -> None:
+        """Answer a launched batch; a failed batch of several is retried one input at a time."""
+        if flight is None:
             return
-        self._ledger.run(live)
-        error = await self._compute(live, loop)
+        error = await self._calls.finish(flight)
+        live = flight.requests
         if error is None:
             return
-        if not (self.policy.retry_singly and len(live) > 1) or isinstance(error, _ResultMismatch):
+        if not (self.policy.retry_singly and len(live) > 1) or isinstance(error, ResultMismatch):
             for request in live:
                 self._ledger.reject(request, self._failure(error))
             return
         for request in live:
-            single = error if request.future.done() else await self._compute([request], loop)
-            if single is not None:
+            if request.future.done():
+                continue
+            if (single := await self._calls.finish(self._calls.launch([request]))) is not None:
                 self._ledger.reject(request, self._failure(single))
-
-    async def _compute(self, requests: list[Request[T, R]], loop: asyncio.AbstractEventLoop) -> Exception | None:
-        """Run ``fn`` once; resolve every request on success, else return the error and leave them pending."""
-        started = loop.time()
-        error: Exception | None = None
-        try:
-            results = await loop.run_in_executor(self._executor, self._fn, [r.item for r in requests])
-            if len(results) != len(requests):
-                raise _ResultMismatch(
-                    f"the model returned {len(results)} results for a batch of {len(requests)} inputs; "
-                    "fn must return exactly one result per input"
-                )
-        except Exception as exc:
-            error = exc
-        else:
-            for request, value in zip(requests, results, strict=True):
-                self._ledger.resolve(request, value)
-        self._ledger.counts.batches += 1
-        stats = BatchStats(
-            size=len(requests),
-            tokens=max(r.cost for r in requests) * len(requests),
-            real_tokens=sum(r.cost for r in requests),
-            queue_wait_s=started - min(r.arrival for r in requests),
-            compute_s=loop.time() - started,
-            ok=error is None,
-        )
-        for trace in {id(r.trace): r.trace for r in requests if r.trace is not None}.values():
-            trace.add_batch(stats)
-        self._report(stats)
-        return error
 
     def _failure(self, error: Exception) -> BatchFailed:
         # One BatchFailed per caller: a shared exception object would collect every caller's traceback.
-        if isinstance(error, _ResultMismatch):
+        if isinstance(error, ResultMismatch):
             failure = BatchFailed(f"batcher {self.name!r}: {error}")
         else:
             failure = BatchFailed(f"batcher {self.name!r}: the model raised {type(error).__name__}: {error}")
         failure.__cause__ = error
         return failure
-
-    def _report(self, stats: BatchStats) -> None:
-        if self._on_batch is None:
-            return
-        try:
-            self._on_batch(stats)
-        except Exception:
-            log.exception("on_batch hook of batcher %r raised; ignored", self.name)
 
     def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from models.base import Encoded, Model
 from models.loading import LoadOptions
@@ -45,6 +47,41 @@ async def test_load_warm_up_and_batches_share_one_model_thread(tiny_bert_dir: Pa
     assert seen["predict"] == seen["load"]
     assert next(iter(seen["load"])).startswith("model-tiny")
     assert threading.current_thread().name not in seen["load"]
+
+
+def counting_loader(sizes: list[int]) -> Callable[[ModelEntry, LoadOptions], Model]:
+    """The default loader, with every predict call's batch size appended to ``sizes``."""
+
+    def loader(entry: ModelEntry, options: LoadOptions) -> Model:
+        model = default_loader(entry, options)
+        real_predict = model.predict
+
+        def predict(batch: Sequence[Encoded]) -> list[Any]:
+            sizes.append(len(batch))
+            return real_predict(batch)
+
+        model.predict = predict  # type: ignore[method-assign]
+        return model
+
+    return loader
+
+
+@pytest.mark.parametrize("setting", [None, 250.0])
+async def test_the_call_overhead_is_measured_at_start_up_unless_set(tiny_bert_dir: Path, setting: float | None) -> None:
+    sizes: list[int] = []
+    settings = Settings(
+        models=[ModelEntry(id="tiny", path=tiny_bert_dir)], device="cpu", torch_threads=1, batch_overhead_tokens=setting
+    )
+    registry = ModelRegistry(expected=["tiny"])
+    await load_engines(settings, registry, counting_loader(sizes), Metrics())
+    try:
+        policy = registry.engines["tiny"].batcher.policy
+        if setting is None:
+            assert 4 in sizes  # the probe: one input alone, then four together
+        else:
+            assert 4 not in sizes and policy.batch_overhead_tokens == setting
+    finally:
+        await registry.close(drain=True)
 
 
 SMALL = Machine(cores=2, avx512=True, amx=True)

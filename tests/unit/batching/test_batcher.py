@@ -98,6 +98,9 @@ async def hold_model(batcher: MicroBatcher[int, int], model: Model, plug: int = 
         ("retry_after_s", 0.0),
         ("max_wait_s", -0.001),
         ("max_wait_s", float("nan")),
+        ("batch_overhead_tokens", 0.0),
+        ("batch_overhead_tokens", float("nan")),
+        ("batch_overhead_tokens", float("inf")),
     ],
 )
 def test_policy_refuses_unusable_values_naming_the_field(field: str, value: float) -> None:
@@ -110,15 +113,53 @@ def test_policy_refuses_a_window_smaller_than_a_batch() -> None:
         BatchPolicy(max_batch_size=8, window=4)
 
 
-@given(st.lists(st.integers(1, 100), max_size=60), st.integers(1, 10), st.integers(1, 300))
-def test_plan_covers_every_item_once_sorted_and_within_budgets(costs: list[int], size: int, tokens: int) -> None:
-    batches = plan_batches(costs, size, tokens)
+@given(
+    st.lists(st.integers(1, 100), max_size=60),
+    st.integers(1, 10),
+    st.integers(1, 300),
+    st.one_of(st.none(), st.floats(0.5, 10_000)),
+)
+def test_plan_covers_every_item_once_sorted_and_within_budgets(
+    costs: list[int], size: int, tokens: int, overhead: float | None
+) -> None:
+    batches = plan_batches(costs, size, tokens, overhead)
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(len(costs)))
     assert [costs[i] for i in flat] == sorted(costs)
     for batch in batches:
         assert 1 <= len(batch) <= size
         assert len(batch) == 1 or max(costs[i] for i in batch) * len(batch) <= tokens
+
+
+def _model_cost(costs: list[int], batches: list[list[int]], overhead: float) -> float:
+    return sum(overhead + len(b) * max(costs[i] for i in b) for b in batches)
+
+
+@given(st.lists(st.integers(1, 300), max_size=60), st.integers(1, 16), st.floats(1, 5_000))
+def test_cost_aware_cuts_never_cost_more_than_full_batches(costs: list[int], size: int, overhead: float) -> None:
+    full = plan_batches(costs, size, 16384)
+    cheapest = plan_batches(costs, size, 16384, overhead)
+    assert _model_cost(costs, cheapest, overhead) <= _model_cost(costs, full, overhead) + 1e-6
+
+
+def test_a_jump_in_length_splits_the_batch_when_a_call_is_cheaper_than_the_padding() -> None:
+    costs = [100, 10, 100, 10, 100, 10, 100, 10]
+    assert plan_batches(costs, 8, 16384) == [[1, 3, 5, 7, 0, 2, 4, 6]]  # one call padded to 100: 800 tokens
+    # Two calls: 2 x 20 + 4 x 10 + 4 x 100 = 480 against 20 + 800 = 820.
+    assert plan_batches(costs, 8, 16384, overhead_tokens=20) == [[1, 3, 5, 7], [0, 2, 4, 6]]
+    # A call worth more than the 360 padded tokens it would save: one call.
+    assert plan_batches(costs, 8, 16384, overhead_tokens=400) == [[1, 3, 5, 7, 0, 2, 4, 6]]
+
+
+async def test_the_batcher_cuts_where_the_policy_says_it_is_cheapest() -> None:
+    model = Model()
+    lengths = {1: 10, 2: 100, 3: 10, 4: 100, 5: 10, 6: 100}
+    batcher = make(model, cost=lengths.__getitem__, max_batch_size=8, max_wait_s=FOREVER, batch_overhead_tokens=20)
+    tasks = spawn(batcher, lengths)
+    await until(lambda: batcher.queue_depth == 6)
+    await batcher.close()  # drains: the window is cut once, with everything queued
+    assert [t.result() for t in tasks] == [2, 4, 6, 8, 10, 12]
+    assert model.calls == [[1, 3, 5], [2, 4, 6]]
 
 
 # --- how batches form ------------------------------------------------------------------------------------------
@@ -239,15 +280,37 @@ async def test_a_caller_leaving_while_its_batch_waits_its_turn_is_not_computed()
     model = Model(gated=True)
     batcher = make(model, max_batch_size=2, max_wait_s=0)
     plug = await hold_model(batcher, model)
-    tasks = spawn(batcher, [1, 2, 3, 4])
-    await until(lambda: batcher.queue_depth == 4)
+    tasks = spawn(batcher, [1, 2, 3, 4, 5, 6])
+    await until(lambda: batcher.queue_depth == 6)
     model.allow()
-    assert await model.started.get() == [1, 2]  # 3 and 4 are planned in the same window, behind this batch
-    tasks[3].cancel()
-    model.allow(2)
-    assert await asyncio.gather(plug, *tasks[:3]) == [0, 2, 4, 6]
-    assert model.calls == [[0], [1, 2], [3]]
+    assert await model.started.get() == [1, 2]  # 3 to 6 are planned in the same window, behind this batch
+    # [3, 4] is handed to the model thread behind [1, 2]; [5, 6] waits its turn in the batcher.
+    await until(lambda: batcher.queue_depth == 2)
+    tasks[5].cancel()
+    model.allow(3)
+    assert await asyncio.gather(plug, *tasks[:5]) == [0, 2, 4, 6, 8, 10]
+    assert model.calls == [[0], [1, 2], [3, 4], [5]]
     assert batcher.counts.dropped == 1 and batcher.queue_depth == 0
+    await batcher.close()
+
+
+async def test_the_next_full_batch_reaches_the_model_thread_before_the_running_one_is_answered() -> None:
+    model = Model(gated=True)
+    stats: list[BatchStats] = []
+    batcher = make(model, on_batch=stats.append, max_batch_size=2, max_wait_s=0)
+    plug = await hold_model(batcher, model)
+    tasks = spawn(batcher, [1, 2, 3, 4, 5])
+    await until(lambda: batcher.queue_depth == 5)
+    model.allow()
+    assert await model.started.get() == [1, 2]
+    # While [1, 2] still runs, the full [3, 4] is already the model thread's (it starts without the event loop);
+    # the short [5] is not queued behind it: it waits for an idle model, when more inputs may have joined it.
+    await until(lambda: batcher.queue_depth == 1)
+    assert not tasks[0].done() and model.calls == [[0], [1, 2]]
+    model.allow(3)
+    assert await asyncio.gather(plug, *tasks) == [0, 2, 4, 6, 8, 10]
+    assert model.calls == [[0], [1, 2], [3, 4], [5]]
+    assert [s.size for s in stats] == [1, 2, 2, 1] and all(s.ok for s in stats)
     await batcher.close()
 
 
