@@ -1,0 +1,17 @@
+"""Unit-test fixtures shared across packages."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from tests.support.outbound import sni_recording_context
+
+
+@pytest.fixture
+def tls_server_context(tmp_path: Path) -> tuple[ssl.SSLContext, list[str | None]]:
+    """A TLS server context for "rebind.test" (signed by ``tests.support.outbound.TEST_CA``) and the SNI names it
+    is shown."""
+    return sni_recording_context(tmp_path)
