@@ -68,7 +68,13 @@ def test_pasted_text_chunks_light_up_as_their_results_arrive(page: Page, keyed_u
     highlights = page.evaluate("window.chunkserveDashboard.highlights")
     expected = httpx.post(
         f"{keyed_url}/v1/process",
-        json={"text": text, "chunking": "sentences", "chunk_size": 80, "targets": [{"model": "tiny-embed"}]},
+        json={
+            "text": text,
+            "chunking": "sentences",
+            "chunk_size": 80,
+            "targets": [{"model": "tiny-embed"}],
+            "include_text": True,
+        },
         headers={"Authorization": f"Bearer {API_KEY}"},
         timeout=30,
         trust_env=False,
