@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -29,7 +30,7 @@ def _process(url: str, body: dict[str, Any], path: str = "/v1/process") -> dict[
 def _assert_tiles_the_text(spans: list[tuple[int, int]]) -> None:
     """The spans cover the text end to end, in order, with no gap or overlap (overlap is 0 here)."""
     assert spans[0][0] == 0 and spans[-1][1] == len(TEXT)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
 
 
 @pytest.mark.parametrize("path", ["/v1/process", "/process/"])
