@@ -62,6 +62,7 @@ def test_mixed_local_and_remote_chunks_come_back_in_order(server: str, fake: str
         "text": TEXT,
         "chunk_size": 120,
         "targets": [{"model": "tiny-embed"}, {"url": f"{fake}/generic"}],
+        "include_text": True,
     }
     response = _process(server, body)
     assert response.status_code == 200, response.text
@@ -172,7 +173,8 @@ def test_openai_protocols_against_the_fake(server: str, fake: str) -> None:
     data = _process(server, body).json()
     assert data["total"] == 2 * len(data["chunks"]) and data["failed"] == 0
     for result in data["results"]:
-        chunk = data["chunks"][result["index"]]["text"]
+        span = data["chunks"][result["index"]]
+        chunk = TEXT[span["start"] : span["end"]]
         if isinstance(result["result"], str):
             assert result["result"] == "echo: " + chunk[:200]
         else:
