@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 NonEmptyText = Annotated[str, Field(min_length=1)]
 
@@ -236,13 +237,31 @@ class ProcessRequest(_Request):
         description="Local embeddings as float32 JSON numbers (float) or base64 of little-endian float32 bytes.",
     )
     reduce: ReduceSpec | None = Field(default=None, description="Combine the chunk results with a generation model.")
+    include_text: bool = Field(
+        default=False,
+        description=(
+            "Echo each chunk's text: in `chunks[].text` (/v1/process) and in every `result` event (stream, "
+            "WebSocket). Off by default, and `text` is then absent, not null: a chunk's text is always "
+            "`text[start:end]` of the text you sent (code points), so slice it there instead of having it sent back."
+        ),
+    )
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # "absent" is not a value a client should ever see documented as null
 
 
 class ChunkInfo(BaseModel):
+    """A chunk's span in the request's text (code points): its text is ``text[start:end]``."""
+
     index: int
     start: int
     end: int
-    text: str
+    text: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="`text[start:end]`; only with `include_text: true`, absent otherwise.",
+        json_schema_extra=_no_default,
+    )
 
 
 class ChunkError(BaseModel):

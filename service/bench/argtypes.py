@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
 def positive_int(raw: str) -> int:
@@ -35,18 +36,27 @@ def positive_float(raw: str) -> float:
     return value
 
 
+def _checked_list(raw: str, check: Callable[[str], object], what: str) -> str:
+    """``raw`` unchanged once every comma-separated part passes ``check`` (``what`` names the parts for the error).
+
+    Raises:
+        argparse.ArgumentTypeError: empty, or a part ``check`` refuses.
+    """
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got nothing")
+    for part in parts:
+        check(part)
+    return raw
+
+
 def positive_int_list(raw: str) -> str:
     """Comma-separated integers, each >= 1 (kept as given: the scenarios split it themselves).
 
     Raises:
         argparse.ArgumentTypeError: empty, or a value that is not an integer >= 1.
     """
-    parts = [part.strip() for part in raw.split(",") if part.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError("expected comma-separated whole numbers >= 1, got nothing")
-    for part in parts:
-        positive_int(part)
-    return raw
+    return _checked_list(raw, positive_int, "whole numbers >= 1")
 
 
 def positive_float_list(raw: str) -> str:
@@ -55,12 +65,7 @@ def positive_float_list(raw: str) -> str:
     Raises:
         argparse.ArgumentTypeError: empty, or a value that is not a number > 0.
     """
-    parts = [part.strip() for part in raw.split(",") if part.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError("expected comma-separated numbers > 0, got nothing")
-    for part in parts:
-        positive_float(part)
-    return raw
+    return _checked_list(raw, positive_float, "numbers > 0")
 
 
 class DefaultLevels(str):

@@ -69,6 +69,20 @@ async def warm_up(client: httpx.AsyncClient, send: Send, count: int, concurrency
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, count)))))
 
 
+async def _settle(tasks: list[asyncio.Task[None]], timeout_s: float | None) -> int:
+    """Wait for a phase's ``tasks`` at most ``timeout_s`` seconds, then cancel the rest and wait until they have
+    ended (so nothing outlives the phase); returns how many were cut."""
+    if not tasks:
+        return 0
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return len(pending)
+
+
 async def closed_loop(
     client: httpx.AsyncClient, send: Send, concurrency: int, bounds: Bounds, tick: Tick, first: int = 0
 ) -> PhaseRun:
@@ -85,15 +99,8 @@ async def closed_loop(
             tick()
 
     began = time.perf_counter()
-    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-    _, pending = await asyncio.wait(workers, timeout=bounds.duration_s)
-    for task in pending:
-        task.cancel()
-    for task in pending:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    elapsed = time.perf_counter() - began
-    return PhaseRun("closed", concurrency, samples, elapsed, cut=len(pending))
+    cut = await _settle([asyncio.create_task(worker()) for _ in range(concurrency)], bounds.duration_s)
+    return PhaseRun("closed", concurrency, samples, time.perf_counter() - began, cut=cut)
 
 
 def poisson_offsets(rate: float, count: int, seed: int) -> list[float]:
@@ -138,16 +145,8 @@ async def open_loop(
         started.append(time.perf_counter())
         tasks.append(asyncio.create_task(one(i, began + offset)))
     remaining = None if bounds.duration_s is None else max(0.0, began + bounds.duration_s - time.perf_counter())
-    pending: set[asyncio.Task[None]] = set()
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=remaining)
-    for task in pending:
-        task.cancel()
-    for task in pending:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    elapsed = time.perf_counter() - began
-    return PhaseRun("open", rate, samples, elapsed, cut=len(pending), offsets_s=offsets)
+    cut = await _settle(tasks, remaining)
+    return PhaseRun("open", rate, samples, time.perf_counter() - began, cut=cut, offsets_s=offsets)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

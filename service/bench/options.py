@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.bench import scenarios as _builtin  # noqa: F401  (registers the built-in scenarios)
 from service.bench.argtypes import (
@@ -45,42 +46,140 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags bench and tune share: model, corpus, load and output."""
-    parser.add_argument("--model", default=DEFAULT_MODEL_ID, help="Model id to send requests to.")
-    parser.add_argument("--api-key", default=None, help="Bearer credential (an API key or a JWT) for the server(s).")
-    parser.add_argument(
+Flag = tuple[str, dict[str, Any]]
+
+
+def _flag(name: str, help_text: str, **options: Any) -> Flag:
+    """One row of a flag table: ``parser.add_argument(name, help=help_text, **options)``."""
+    return name, {"help": help_text, **options}
+
+
+def _add(parser: argparse.ArgumentParser, flags: Iterable[Flag]) -> None:
+    for name, options in flags:
+        parser.add_argument(name, **options)
+
+
+# Flags bench and tune share: model, corpus, load and output.
+COMMON_FLAGS: tuple[Flag, ...] = (
+    _flag("--model", "Model id to send requests to.", default=DEFAULT_MODEL_ID),
+    _flag("--api-key", "Bearer credential (an API key or a JWT) for the server(s).", default=None),
+    _flag(
         "--concurrency",
+        "Closed loop: comma-separated client counts (with --rate and no --concurrency: open loop only).",
         type=positive_int_list,
         default=DefaultLevels("1,8,32,64"),
-        help="Closed loop: comma-separated client counts (with --rate and no --concurrency: open loop only).",
-    )
-    parser.add_argument(
-        "--requests", type=positive_int, default=300, help="Requests per phase (one level, one repeat)."
-    )
-    parser.add_argument(
-        "--duration",
-        type=positive_float,
-        default=None,
-        help="Seconds per phase at most (with or instead of --requests).",
-    )
-    parser.add_argument(
+    ),
+    _flag("--requests", "Requests per phase (one level, one repeat).", type=positive_int, default=300),
+    _flag(
+        "--duration", "Seconds per phase at most (with or instead of --requests).", type=positive_float, default=None
+    ),
+    _flag(
         "--warmup",
+        "Unmeasured requests before each phase (None: as many as the phase's clients, at least 4).",
         type=int,
         default=None,
-        help="Unmeasured requests before each phase (None: as many as the phase's clients, at least 4).",
-    )
-    parser.add_argument("--corpus", type=Path, default=None, help="Texts: .jsonl (field 'text') or .txt (a line each).")
-    parser.add_argument("--corpus-size", type=positive_int, default=2000, help="Texts taken from the corpus.")
-    parser.add_argument(
-        "--inputs-per-request", type=positive_int, default=1, help="embeddings/classify: texts per request."
-    )
-    parser.add_argument("--timeout", type=positive_float, default=60.0, help="Seconds one request may take.")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="Directory for results.json, report.md and plots (or a .json file)."
-    )
-    parser.add_argument("--no-progress", action="store_true", help="No live progress bars.")
-    parser.add_argument("--no-plots", action="store_true", help="Skip the PNG plots even when matplotlib is installed.")
+    ),
+    _flag("--corpus", "Texts: .jsonl (field 'text') or .txt (a line each).", type=Path, default=None),
+    _flag("--corpus-size", "Texts taken from the corpus.", type=positive_int, default=2000),
+    _flag("--inputs-per-request", "embeddings/classify: texts per request.", type=positive_int, default=1),
+    _flag("--timeout", "Seconds one request may take.", type=positive_float, default=60.0),
+    _flag("--out", "Directory for results.json, report.md and plots (or a .json file).", type=Path, default=None),
+    _flag("--no-progress", "No live progress bars.", action="store_true"),
+    _flag("--no-plots", "Skip the PNG plots even when matplotlib is installed.", action="store_true"),
+)
+
+# The bench command's own flags, after --scenario.
+BENCH_FLAGS: tuple[Flag, ...] = (
+    _flag(
+        "--url", "An OpenAI-compatible server to measure [default: http://127.0.0.1:8000 unless --spawn].", default=None
+    ),
+    _flag(
+        "--spawn",
+        "Start chunkserve here for the run, with these settings (e.g. max_batch_size=8,max_wait_ms=0).",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="NAME=VALUE,...",
+    ),
+    _flag(
+        "--baseline",
+        "naive: also start the one-request-at-a-time FastAPI server; ratios are against it.",
+        choices=["naive"],
+        default=None,
+    ),
+    _flag(
+        "--vs",
+        "Another server for the same workload, interleaved in rounds: a URL, 'naive' or 'spawn:NAME=VALUE,...' or "
+        "'spawn-ray:replicas=N,NAME=VALUE,...' (chunkserve serve --ray) (repeatable).",
+        action="append",
+        default=[],
+        metavar="TARGET",
+    ),
+    _flag("--server-pid", "The --url server's process id, to measure its CPU and RSS.", type=int, default=None),
+    _flag("--raw", "Also measure the in-process ceiling (arrival order and length-sorted).", action="store_true"),
+    _flag("--raw-inputs", "Inputs per in-process measurement.", type=positive_int, default=256),
+    _flag(
+        "--rate",
+        "Open loop: comma-separated Poisson arrival rates (requests/s).",
+        type=positive_float_list,
+        default=None,
+    ),
+    _flag("--repeats", "Times each phase is repeated (the spread is shown).", type=positive_int, default=1),
+    _flag("--seed", "Seed of the open-loop arrival times.", type=int, default=0),
+    _flag("--chunks", "fanout/stream: remote calls per request.", type=positive_int, default=1000),
+    _flag("--text-chars", "process: characters per long text.", type=positive_int, default=20_000),
+    _flag(
+        "--chunk-size",
+        "process: characters per chunk [500]; offline: the same [2000: texts whole].",
+        type=int,
+        default=None,
+    ),
+    _flag("--targets", "process: where chunks go.", choices=["local", "remote", "mixed"], default="local"),
+    _flag("--remote-latency-ms", "The fake remote's answer latency.", type=float, default=200.0),
+    _flag(
+        "--per-host-limit",
+        "Spawned servers: remote_per_host_limit, with job_window at least as wide; fanout: the bare client's limit "
+        "too [the target's own setting, else 64].",
+        type=positive_int,
+        default=None,
+    ),
+    _flag("--remote", "A running `chunkserve fake-remote` to call [default: start one when needed].", default=None),
+    _flag(
+        "--sweep",
+        "Start chunkserve for each combination of these settings and rank them (e.g. max_batch_size=1,8 "
+        "max_wait_ms=0,2).",
+        nargs="+",
+        default=None,
+        metavar="NAME=V1,V2",
+    ),
+    _flag("--objective", "Sweep ranking: 'throughput' or 'throughput@p99<=MS'.", default="throughput"),
+    _flag("--suite", "readme: the README's benchmark section, all runs in one go.", choices=["readme"], default=None),
+    _flag("--scale", "offline: size of the larger corpus, in corpora.", type=int, default=10),
+    _flag("--rounds", "offline: alternations of ceiling and 1x run.", type=int, default=2),
+)
+
+# The tune command's own flags (a small embeddings sweep).
+TUNE_FLAGS: tuple[Flag, ...] = (
+    _flag(
+        "--sweep",
+        "Settings to try [default: max_batch_size=1,4,8,16 max_wait_ms=0,2].",
+        nargs="+",
+        default=["max_batch_size=1,4,8,16", "max_wait_ms=0,2"],
+        metavar="NAME=V1,V2",
+    ),
+    _flag("--objective", "'throughput' or 'throughput@p99<=MS'.", default="throughput"),
+    _flag(
+        "--model-path",
+        "Tune this local model (sets CHUNKSERVE_MODELS for the servers started) [default: the packaged one].",
+        default=None,
+        metavar="ID=PATH[:TASK]",
+    ),
+)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags bench and tune share: model, corpus, load and output."""
+    _add(parser, COMMON_FLAGS)
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,115 +192,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         + " "
         + " ".join(f"{name}: {help_text}" for name, (help_text, _, _) in STANDALONE.items()),
     )
-    parser.add_argument(
-        "--url",
-        default=None,
-        help="An OpenAI-compatible server to measure [default: http://127.0.0.1:8000 unless --spawn].",
-    )
-    parser.add_argument(
-        "--spawn",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="NAME=VALUE,...",
-        help="Start chunkserve here for the run, with these settings (e.g. max_batch_size=8,max_wait_ms=0).",
-    )
-    parser.add_argument(
-        "--baseline",
-        choices=["naive"],
-        default=None,
-        help="naive: also start the one-request-at-a-time FastAPI server; ratios are against it.",
-    )
-    parser.add_argument(
-        "--vs",
-        action="append",
-        default=[],
-        metavar="TARGET",
-        help=(
-            "Another server for the same workload, interleaved in rounds: a URL, 'naive' or "
-            "'spawn:NAME=VALUE,...' or 'spawn-ray:replicas=N,NAME=VALUE,...' (chunkserve serve --ray) "
-            "(repeatable)."
-        ),
-    )
-    parser.add_argument(
-        "--server-pid", type=int, default=None, help="The --url server's process id, to measure its CPU and RSS."
-    )
-    parser.add_argument(
-        "--raw", action="store_true", help="Also measure the in-process ceiling (arrival order and length-sorted)."
-    )
-    parser.add_argument("--raw-inputs", type=positive_int, default=256, help="Inputs per in-process measurement.")
-    parser.add_argument(
-        "--rate",
-        type=positive_float_list,
-        default=None,
-        help="Open loop: comma-separated Poisson arrival rates (requests/s).",
-    )
-    parser.add_argument(
-        "--repeats", type=positive_int, default=1, help="Times each phase is repeated (the spread is shown)."
-    )
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the open-loop arrival times.")
-    parser.add_argument("--chunks", type=positive_int, default=1000, help="fanout/stream: remote calls per request.")
-    parser.add_argument("--text-chars", type=positive_int, default=20_000, help="process: characters per long text.")
-    parser.add_argument(
-        "--chunk-size",
-        type=int,
-        default=None,
-        help="process: characters per chunk [500]; offline: the same [2000: texts whole].",
-    )
-    parser.add_argument(
-        "--targets", choices=["local", "remote", "mixed"], default="local", help="process: where chunks go."
-    )
-    parser.add_argument("--remote-latency-ms", type=float, default=200.0, help="The fake remote's answer latency.")
-    parser.add_argument(
-        "--per-host-limit",
-        type=positive_int,
-        default=None,
-        help=(
-            "Spawned servers: remote_per_host_limit, with job_window at least as wide; fanout: the bare client's "
-            "limit too [the target's own setting, else 64]."
-        ),
-    )
-    parser.add_argument(
-        "--remote", default=None, help="A running `chunkserve fake-remote` to call [default: start one when needed]."
-    )
-    parser.add_argument(
-        "--sweep",
-        nargs="+",
-        default=None,
-        metavar="NAME=V1,V2",
-        help=(
-            "Start chunkserve for each combination of these settings and rank them "
-            "(e.g. max_batch_size=1,8 max_wait_ms=0,2)."
-        ),
-    )
-    parser.add_argument(
-        "--objective", default="throughput", help="Sweep ranking: 'throughput' or 'throughput@p99<=MS'."
-    )
-    parser.add_argument(
-        "--suite", choices=["readme"], default=None, help="readme: the README's benchmark section, all runs in one go."
-    )
-    parser.add_argument("--scale", type=int, default=10, help="offline: size of the larger corpus, in corpora.")
-    parser.add_argument("--rounds", type=int, default=2, help="offline: alternations of ceiling and 1x run.")
+    _add(parser, BENCH_FLAGS)
     add_generate_arguments(parser)
     add_common_arguments(parser)
 
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     """The tune command's flags (a small embeddings sweep)."""
-    parser.add_argument(
-        "--sweep",
-        nargs="+",
-        default=["max_batch_size=1,4,8,16", "max_wait_ms=0,2"],
-        metavar="NAME=V1,V2",
-        help="Settings to try [default: max_batch_size=1,4,8,16 max_wait_ms=0,2].",
-    )
-    parser.add_argument("--objective", default="throughput", help="'throughput' or 'throughput@p99<=MS'.")
-    parser.add_argument(
-        "--model-path",
-        default=None,
-        metavar="ID=PATH[:TASK]",
-        help="Tune this local model (sets CHUNKSERVE_MODELS for the servers started) [default: the packaged one].",
-    )
+    _add(parser, TUNE_FLAGS)
     add_common_arguments(parser)
     parser.set_defaults(concurrency="32", requests=200)
 

@@ -1,4 +1,5 @@
-"""Outbound pools: connections spread over small pools (``ShardedTransport``) against one plain httpx2 pool.
+"""Outbound pools: connections spread over small pools (``ShardedTransport``) against one plain httpx2 pool, both
+through the guarded httpx2 client of ``service/bench/stacks/``.
 
 Run: ``python -m service.bench.pools --calls 1000 --rounds 5 --out bench/results/pools.json``. It starts the fake
 remote (200 ms latency) as a child process and sends bursts of ``calls`` concurrent POSTs through each client in
@@ -20,8 +21,8 @@ from typing import Any
 import httpx2 as httpx
 
 from service.bench.procs import spawned
+from service.bench.stacks.transport import POOL_SHARD_SIZE, make_guarded_client
 from service.outbound.guard import OutboundPolicy
-from service.outbound.transport import POOL_SHARD_SIZE, make_guarded_client
 
 
 async def _burst(client: httpx.AsyncClient, url: str, calls: int) -> tuple[float, float]:

@@ -17,6 +17,20 @@ def _inputs_for(work: Workload, i: int) -> list[str]:
     return [work.texts[(i * work.inputs_per_request + k) % n] for k in range(work.inputs_per_request)]
 
 
+async def _post_json(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> Sample | tuple[float, Any]:
+    """POST ``body`` to ``path``: the seconds it took and the answer's JSON, or the failed ``Sample`` (no answer, or
+    not a 200) that the request is to count as."""
+    start = time.perf_counter()
+    try:
+        response = await client.post(path, json=body)
+    except httpx.HTTPError as exc:
+        return Sample(time.perf_counter() - start, error=exception_kind(exc))
+    elapsed = time.perf_counter() - start
+    if response.status_code != 200:
+        return Sample(elapsed, error=error_kind(response.status_code))
+    return elapsed, response.json()
+
+
 def _openai_style(path: str) -> Callable[[Workload], Send]:
     """``POST path`` with ``{"input": [...], "model": ...}``; an answer must hold one item per input."""
 
@@ -24,15 +38,10 @@ def _openai_style(path: str) -> Callable[[Workload], Send]:
         async def send(client: httpx.AsyncClient, i: int) -> Sample:
             inputs = _inputs_for(work, i)
             body: dict[str, Any] = {"model": work.model, "input": inputs[0] if len(inputs) == 1 else inputs}
-            start = time.perf_counter()
-            try:
-                response = await client.post(path, json=body)
-            except httpx.HTTPError as exc:
-                return Sample(time.perf_counter() - start, error=exception_kind(exc))
-            elapsed = time.perf_counter() - start
-            if response.status_code != 200:
-                return Sample(elapsed, error=error_kind(response.status_code))
-            data = response.json()
+            answer = await _post_json(client, path, body)
+            if isinstance(answer, Sample):
+                return answer
+            elapsed, data = answer
             if len(data.get("data", ())) != len(inputs):
                 return Sample(elapsed, error="wrong_count")
             tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
@@ -88,15 +97,10 @@ def _process_send(
 ) -> Callable[[Workload], Send]:
     def build(work: Workload) -> Send:
         async def send(client: httpx.AsyncClient, i: int) -> Sample:
-            start = time.perf_counter()
-            try:
-                response = await client.post("/v1/process", json=make_body(work, i))
-            except httpx.HTTPError as exc:
-                return Sample(time.perf_counter() - start, error=exception_kind(exc))
-            elapsed = time.perf_counter() - start
-            if response.status_code != 200:
-                return Sample(elapsed, error=error_kind(response.status_code))
-            data = response.json()
+            answer = await _post_json(client, "/v1/process", make_body(work, i))
+            if isinstance(answer, Sample):
+                return answer
+            elapsed, data = answer
             if data["failed"]:
                 return Sample(elapsed, inputs=data["successful"], error="chunk_failed")
             calls = round(data["total"] * remote_share(work))

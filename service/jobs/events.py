@@ -44,7 +44,8 @@ async def job_events(pipeline: Pipeline, plan: Plan, *, progress_every_s: float 
         {"step": "dispatched", "message": f"dispatched {total} calls to {len(targets)} target(s)", "targets": targets},
     )
     yield Event("progress", {"chunked": len(plan.chunks), "queued": total, "done": 0, "failed": 0})
-    spans = {c.index: (c.start, c.end) for c in plan.chunks}
+    chunks = {c.index: c for c in plan.chunks}
+    include_text = plan.job.include_text
     done = failed = 0
     order = {(c.index, target_label(t)): i for i, (c, t) in enumerate(plan.work)}
     collected: list[ChunkResult] = []
@@ -56,9 +57,12 @@ async def job_events(pipeline: Pipeline, plan: Plan, *, progress_every_s: float 
             failed += not result.success
             if plan.job.reduce is not None:
                 collected.append(result)
-            start, end = spans[result.index]
+            chunk = chunks[result.index]
             # The chunk's span in the text, so a client can show where each result belongs as it arrives.
-            yield Event("result", {**result_payload(result), "start": start, "end": end})
+            data = {**result_payload(result), "start": chunk.start, "end": chunk.end}
+            if include_text:
+                data["text"] = chunk.text
+            yield Event("result", data)
             now = time.perf_counter()
             if now - last_progress >= progress_every_s and done < total:
                 last_progress = now

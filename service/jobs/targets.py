@@ -114,6 +114,9 @@ class Job:
     encoding_format: str = "float"  # local embeddings: "float" (float32 numbers) or "base64" (float32 bytes)
     # Map-reduce: one more generation over the results in chunk order; its prompt has {text} for them.
     reduce: LocalTarget | None = None
+    # Echo each chunk's text in the answer. Off by default: the caller has the text and the spans (as TEI and
+    # vLLM never echo inputs), and a large fan-out's texts would otherwise be sent back a second time.
+    include_text: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,7 @@ def job_from_request(body: ProcessRequest, limits: JobLimits) -> Job:
         timeout_s=body.timeout_s if body.timeout_s is not None else limits.default_timeout_s,
         encoding_format=body.encoding_format,
         reduce=None if body.reduce is None else _reduce_target(body.reduce),
+        include_text=body.include_text,
     )
 
 

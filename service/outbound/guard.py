@@ -8,12 +8,12 @@ same rules:
 * the server's aiohttp session (``service/outbound/aio.py``) checks again at connect time: its resolver resolves
   through ``resolve_and_check`` and hands aiohttp only checked addresses, and IP-literal hosts (which aiohttp never
   resolves) go through ``check_literal`` as aiohttp's URL parser reads them;
-* ``make_guarded_client`` (the httpx2 client, for tools) checks again at connect time, inside httpcore:
-  ``GuardedBackend.connect_tcp`` resolves the name, checks every address, then connects to a checked address
-  itself, so DNS rebinding between the check and the connection has nothing to exploit. TLS still verifies (and
-  sends SNI for) the URL's host name, because httpcore takes it from the request origin, not from the stream. A
-  refusal there reaches the caller of ``client.get()`` as ``ForbiddenTarget`` itself (httpx re-raises exceptions
-  that are not httpcore's unchanged).
+* ``make_guarded_client`` (the httpx2 client of the pools benchmark, ``service/bench/stacks/transport.py``) checks
+  again at connect time, inside httpcore: ``GuardedBackend.connect_tcp`` resolves the name, checks every address,
+  then connects to a checked address itself, so DNS rebinding between the check and the connection has nothing to
+  exploit. TLS still verifies (and sends SNI for) the URL's host name, because httpcore takes it from the request
+  origin, not from the stream. A refusal there reaches the caller of ``client.get()`` as ``ForbiddenTarget`` itself
+  (httpx re-raises exceptions that are not httpcore's unchanged).
 
 ``localhost`` and ``*.localhost`` mean 127.0.0.1 without asking DNS (RFC 6761 reserves them for loopback).
 

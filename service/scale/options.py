@@ -63,18 +63,24 @@ class ReplicaOptions:
         return options
 
 
-def add_ray_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """``chunkserve serve --ray [ADDRESS]`` and the replica flags that go with it."""
-    group = parser.add_argument_group("Ray Serve (pip install 'chunkserve[ray]')")
+def _ray_group(parser: argparse.ArgumentParser, title: str, action: str, local: str) -> argparse._ArgumentGroup:
+    """A "``title`` (pip install ...)" group holding ``--ray [ADDRESS]``, whose help reads "``action``: a cluster
+    address (...), or none to start ``local``"; the command's own flags go into the group returned."""
+    group = parser.add_argument_group(f"{title} (pip install 'chunkserve[ray]')")
     group.add_argument(
         "--ray",
         nargs="?",
         const=LOCAL,
         default=None,
         metavar="ADDRESS",
-        help="Serve on Ray Serve replicas: a cluster address (auto, HOST:PORT, ray://HOST:10001), or none to start "
-        "a local Ray on this machine.",
+        help=f"{action}: a cluster address (auto, HOST:PORT, ray://HOST:10001), or none to start {local}",
     )
+    return group
+
+
+def add_ray_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """``chunkserve serve --ray [ADDRESS]`` and the replica flags that go with it."""
+    group = _ray_group(parser, "Ray Serve", "Serve on Ray Serve replicas", "a local Ray on this machine.")
     group.add_argument("--replicas", type=int, default=1, help="Replicas, each with its own models [default: 1].")
     group.add_argument("--min-replicas", type=int, default=None, help="Autoscaling: fewest replicas.")
     group.add_argument("--max-replicas", type=int, default=None, help="Autoscaling: most replicas (turns it on).")
@@ -99,16 +105,11 @@ def add_ray_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_ray_run_arguments(parser: argparse.ArgumentParser) -> None:
     """``chunkserve run --ray [ADDRESS]``: the actor pool that holds the models."""
-    group = parser.add_argument_group("Ray Data (pip install 'chunkserve[ray]')")
-    group.add_argument(
-        "--ray",
-        nargs="?",
-        const=LOCAL,
-        default=None,
-        metavar="ADDRESS",
-        help="Spread documents over Ray Data actors: a cluster address (auto, HOST:PORT, ray://HOST:10001), or "
-        "none to start a local Ray. The other flags keep their meaning (--resume, --aggregate, --ordered, "
-        "--fail-fast).",
+    group = _ray_group(
+        parser,
+        "Ray Data",
+        "Spread documents over Ray Data actors",
+        "a local Ray. The other flags keep their meaning (--resume, --aggregate, --ordered, --fail-fast).",
     )
     group.add_argument("--replicas", type=int, default=1, help="Actors, each with its own models [default: 1].")
     group.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per actor [default: 1].")

@@ -59,7 +59,8 @@ def test_dashboard_numbers_change_while_a_load_runs(page: Page, keyed_url: str, 
 
 def test_pasted_text_chunks_light_up_as_their_results_arrive(page: Page, keyed_url: str, tmp_path: Path) -> None:
     _unlock(page, keyed_url)
-    text = "".join(f"Sentence number {i} says something. " for i in range(30))
+    # An emoji in every sentence: the server's spans count code points, JavaScript's indices UTF-16 units.
+    text = "".join(f"Sentence number {i} says something 🍜. " for i in range(30))
     page.evaluate(f"document.getElementById('text').value = {text!r}")
     page.evaluate("document.getElementById('chunk-size').value = '80'")
     page.click("#run")
@@ -68,7 +69,13 @@ def test_pasted_text_chunks_light_up_as_their_results_arrive(page: Page, keyed_u
     highlights = page.evaluate("window.chunkserveDashboard.highlights")
     expected = httpx.post(
         f"{keyed_url}/v1/process",
-        json={"text": text, "chunking": "sentences", "chunk_size": 80, "targets": [{"model": "tiny-embed"}]},
+        json={
+            "text": text,
+            "chunking": "sentences",
+            "chunk_size": 80,
+            "targets": [{"model": "tiny-embed"}],
+            "include_text": True,
+        },
         headers={"Authorization": f"Bearer {API_KEY}"},
         timeout=30,
         trust_env=False,

@@ -9,22 +9,14 @@ import pytest
 import torch
 
 from models import LoadOptions, Model, default_model_path, load_model
+from tests.support.texts import MIXED_TEXTS
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-TEXTS = [
-    "hello",
-    "The quick brown fox jumps over the lazy dog.",
-    "Chunking long documents keeps every piece inside the encoder's window. " * 30,
-    "今天天气很好，我们去公园散步吧。",
-    "Great news 🎉🚀 see you soon 😀",
-    "",
-    "Résumé of a naïve café owner in Zürich",
-    "def f(x):\n    return x * 2  # code, not prose",
-]
+TEXTS = MIXED_TEXTS
 
 
 def _vectors(model: Model, texts: list[str]) -> np.ndarray:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from models.base import Task
 from service.api.app import create_app
 from service.bench.servers.fake_remote import create_fake_remote
 from service.config import Settings
 from service.inference.model_entry import ModelEntry
+from service.outbound.guard import Resolver
 from tests.support.servers import running_server
 
 
@@ -49,6 +53,29 @@ def tiny_settings(tiny_bert_dir: Path, tiny_classifier_dir: Path, **overrides: o
     return Settings(**values)  # type: ignore[arg-type]
 
 
+@contextmanager
+def ready_server(app: ASGIApp, *, http: type[asyncio.Protocol] | None = None) -> Iterator[str]:
+    """``running_server(app)``, yielded once its ``/ready`` answers 200."""
+    with running_server(app, http=http) as url:
+        wait_ready(url)
+        yield url
+
+
+@contextmanager
+def tiny_server(
+    tiny_bert_dir: Path,
+    tiny_classifier_dir: Path,
+    *,
+    resolver: Resolver | None = None,
+    http: Callable[[Settings], type[asyncio.Protocol]] | None = None,
+    **overrides: object,
+) -> Iterator[str]:
+    """A ready server of ``tiny_settings(..., **overrides)``; ``http`` makes its uvicorn protocol from the settings."""
+    settings = tiny_settings(tiny_bert_dir, tiny_classifier_dir, **overrides)
+    with ready_server(create_app(settings, resolver=resolver), http=None if http is None else http(settings)) as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
 def tiny_app(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> FastAPI:
     return create_app(tiny_settings(tiny_bert_dir, tiny_classifier_dir))
@@ -56,8 +83,7 @@ def tiny_app(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> FastAPI:
 
 @pytest.fixture(scope="module")
 def tiny_url(tiny_app: FastAPI) -> Iterator[str]:
-    with running_server(tiny_app) as url:
-        wait_ready(url)
+    with ready_server(tiny_app) as url:
         yield url
 
 

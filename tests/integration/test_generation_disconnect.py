@@ -20,15 +20,12 @@ import pytest
 from fastapi import FastAPI
 from websockets.sync.client import connect as ws_connect
 
-from models.base import Model
-from models.generation import GenerationModel
-from models.loading import LoadOptions
 from service.api.app import create_app
 from service.config import Settings
 from service.inference.generation.scheduler import GenerationScheduler
 from service.inference.model_entry import ModelEntry
-from service.runtime import local_loader
 from tests.integration.conftest import wait_ready
+from tests.support.hooked import loader_with_forward_hook
 from tests.support.servers import running_server
 
 # Long enough that no request can end on its own while the test holds it (the context is 256 tokens).
@@ -85,23 +82,10 @@ class Served:
 @pytest.fixture
 def served(tiny_gpt2_dir: Path) -> Iterator[Served]:
     pacer = Pacer()
-
-    def loader(entry: ModelEntry, options: LoadOptions) -> Model | GenerationModel:
-        model = local_loader(entry, options)  # loaded and warmed up before the pacing goes in
-        assert isinstance(model, GenerationModel)
-        forward = model.module.forward
-
-        def paced(*args: Any, **kwargs: Any) -> Any:
-            pacer.take()
-            return forward(*args, **kwargs)
-
-        model.module.forward = paced  # type: ignore[method-assign]
-        return model
-
     settings = Settings(
         models=[ModelEntry(id="gpt", path=tiny_gpt2_dir)], device="cpu", torch_threads=1, generation_max_running=1
     )
-    app = create_app(settings, loader=loader)
+    app = create_app(settings, loader=loader_with_forward_hook(pacer.take))
     with running_server(app) as url:
         wait_ready(url)
         try:

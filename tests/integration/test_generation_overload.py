@@ -6,18 +6,14 @@ import concurrent.futures
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from models.base import Model
-from models.generation import GenerationModel
-from models.loading import LoadOptions
 from service.api.app import create_app
 from service.config import Settings
 from service.inference.model_entry import ModelEntry
-from service.runtime import local_loader
 from tests.integration.conftest import wait_ready
+from tests.support.hooked import loader_with_forward_hook
 from tests.support.servers import running_server
 
 
@@ -31,18 +27,11 @@ def _waiting(url: str) -> float:
 def test_a_full_generation_queue_is_503_with_retry_after(tiny_gpt2_dir: Path) -> None:
     gate, entered = threading.Event(), threading.Event()
 
-    def loader(entry: ModelEntry, options: LoadOptions) -> Model | GenerationModel:
-        model = local_loader(entry, options)  # loaded and warmed up before the gate goes in
-        assert isinstance(model, GenerationModel)
-        forward = model.module.forward
+    def hold() -> None:
+        entered.set()
+        assert gate.wait(60), "the test never opened the gate"
 
-        def gated(*args: Any, **kwargs: Any) -> Any:
-            entered.set()
-            assert gate.wait(60), "the test never opened the gate"
-            return forward(*args, **kwargs)
-
-        model.module.forward = gated  # type: ignore[method-assign]
-        return model
+    loader = loader_with_forward_hook(hold)
 
     settings = Settings(
         models=[ModelEntry(id="gpt", path=tiny_gpt2_dir)],

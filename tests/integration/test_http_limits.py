@@ -12,12 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.api.app import create_app
 from service.config import Settings
 from service.server.http_limits import LimitedHttpToolsProtocol, limited_protocol
 from service.server.serving import uvicorn_config
-from tests.integration.conftest import tiny_settings, wait_ready
-from tests.support.servers import running_server
+from tests.integration.conftest import tiny_server
 
 HEAD_BYTES = 8192
 POST = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -25,18 +23,18 @@ POST = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/js
 
 @pytest.fixture(scope="module")
 def url(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> Iterator[str]:
-    settings = tiny_settings(
+    with tiny_server(
         tiny_bert_dir,
         tiny_classifier_dir,
+        http=lambda settings: limited_protocol(
+            settings.max_header_bytes, settings.max_headers, settings.header_timeout_s
+        ),
         max_header_bytes=HEAD_BYTES,
         max_headers=20,
         header_timeout_s=0.5,
         body_timeout_s=0.5,
         body_min_bytes_per_s=1000,
-    )
-    protocol = limited_protocol(settings.max_header_bytes, settings.max_headers, settings.header_timeout_s)
-    with running_server(create_app(settings), http=protocol) as base:
-        wait_ready(base)
+    ) as base:
         yield base
 
 

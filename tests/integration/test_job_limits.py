@@ -14,10 +14,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from service.api.app import create_app
 from service.jobs.chunking import chunk_text
-from tests.integration.conftest import tiny_settings, wait_ready
-from tests.support.servers import running_server
+from tests.integration.conftest import tiny_server
 
 TEXT = " ".join(f"Sentence number {i} talks about the movie and the food." for i in range(12))
 BUDGET = 20_000
@@ -30,25 +28,22 @@ async def _resolver(host: str, port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> Iterator[str]:
-    settings = tiny_settings(
+    with tiny_server(
         tiny_bert_dir,
         tiny_classifier_dir,
+        resolver=_resolver,
         remote_allowlist=["127.0.0.0/8"],
         remote_retries=2,
         max_job_result_bytes=BUDGET,
         job_window=4,
-    )
-    with running_server(create_app(settings, resolver=_resolver)) as url:
-        wait_ready(url)
+    ) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def tight(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> Iterator[str]:
     """A server whose model queue is smaller than one job's window."""
-    settings = tiny_settings(tiny_bert_dir, tiny_classifier_dir, max_queue=4, job_window=8)
-    with running_server(create_app(settings)) as url:
-        wait_ready(url)
+    with tiny_server(tiny_bert_dir, tiny_classifier_dir, max_queue=4, job_window=8) as url:
         yield url
 
 

@@ -16,9 +16,7 @@ import pytest
 from httpx_sse import connect_sse
 from websockets.sync.client import connect as ws_connect
 
-from service.api.app import create_app
-from tests.integration.conftest import tiny_settings, wait_ready
-from tests.support.servers import running_server
+from tests.integration.conftest import tiny_server
 
 BODY_LIMIT = 4096
 ORIGIN = "https://app.example"
@@ -26,7 +24,7 @@ ORIGIN = "https://app.example"
 
 @pytest.fixture(scope="module")
 def url(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> Iterator[str]:
-    settings = tiny_settings(
+    with tiny_server(
         tiny_bert_dir,
         tiny_classifier_dir,
         max_body_bytes=BODY_LIMIT,
@@ -38,9 +36,7 @@ def url(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> Iterator[str]:
         remote_allowlist=["127.0.0.0/8"],
         cors_origins=[ORIGIN],
         cors_allow_credentials=True,
-    )
-    with running_server(create_app(settings)) as base:
-        wait_ready(base)
+    ) as base:
         yield base
 
 

@@ -13,25 +13,21 @@ import pytest
 
 from models.base import Model, Task
 from models.loading import LoadOptions, load_model
-from service.api.app import create_app
-from tests.integration.conftest import tiny_settings, wait_ready
-from tests.support.servers import running_server
+from tests.integration.conftest import tiny_server
 
 TEXT = " ".join(f"Sentence number {i} talks about the movie and the food." for i in range(12))
 
 
 @pytest.fixture(scope="module")
 def server(tiny_bert_dir: Path, tiny_classifier_dir: Path) -> Iterator[str]:
-    settings = tiny_settings(
+    with tiny_server(
         tiny_bert_dir,
         tiny_classifier_dir,
         remote_allowlist=["127.0.0.0/8"],
         remote_per_host_limit=4,
         remote_retries=3,
         max_chunks=50,
-    )
-    with running_server(create_app(settings)) as url:
-        wait_ready(url)
+    ) as url:
         yield url
 
 
@@ -66,6 +62,7 @@ def test_mixed_local_and_remote_chunks_come_back_in_order(server: str, fake: str
         "text": TEXT,
         "chunk_size": 120,
         "targets": [{"model": "tiny-embed"}, {"url": f"{fake}/generic"}],
+        "include_text": True,
     }
     response = _process(server, body)
     assert response.status_code == 200, response.text
@@ -176,7 +173,8 @@ def test_openai_protocols_against_the_fake(server: str, fake: str) -> None:
     data = _process(server, body).json()
     assert data["total"] == 2 * len(data["chunks"]) and data["failed"] == 0
     for result in data["results"]:
-        chunk = data["chunks"][result["index"]]["text"]
+        span = data["chunks"][result["index"]]
+        chunk = TEXT[span["start"] : span["end"]]
         if isinstance(result["result"], str):
             assert result["result"] == "echo: " + chunk[:200]
         else:

@@ -102,7 +102,8 @@ def test_two_replicas_serve_embeddings_identical_to_chunkserve_serve(ray_url: st
 
 
 def test_process_with_local_and_remote_targets_passes_the_proxy(ray_url: str, fake: str) -> None:
-    body = {"text": TEXT, "chunk_size": 120, "targets": [{"model": "tiny-embed"}, {"url": f"{fake}/generic"}]}
+    targets = [{"model": "tiny-embed"}, {"url": f"{fake}/generic"}]
+    body = {"text": TEXT, "chunk_size": 120, "targets": targets, "include_text": True}
     response = httpx.post(f"{ray_url}/v1/process", json=body, timeout=60)
     assert response.status_code == 200, response.text
     data = response.json()

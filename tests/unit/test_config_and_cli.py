@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,7 @@ from service.cli import ENV_ONLY, build_parser, settings_from_args
 from service.config import DEFAULT_MODEL_ID, Settings
 from service.inference.model_entry import ModelEntry
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no stray .env file
-    for key in list(os.environ):
-        if key.startswith("CHUNKSERVE_"):
-            monkeypatch.delenv(key)
+pytestmark = pytest.mark.usefixtures("clean_env")  # tests/unit/conftest.py
 
 
 def test_defaults_serve_the_packaged_model_on_loopback() -> None:

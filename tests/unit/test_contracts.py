@@ -62,6 +62,7 @@ def copy_of_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("models/base.py", "import asyncio", "Models are pure ML"),
         ("service/offline/runner.py", "import ray", "Only scale imports ray"),
         ("service/scale/deployment.py", "import torch", "Only models and inference import an ML framework"),
+        ("service/outbound/remote.py", "import httpcore2", "Only the benchmark's HTTP stacks import httpcore"),
     ],
 )
 def test_a_planted_import_breaks_its_contract(copy_of_tree: Path, module: str, planted: str, contract: str) -> None:

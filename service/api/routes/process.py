@@ -12,6 +12,7 @@ from starlette.responses import Response
 from service.api.deps import JOB_SLOT, JobLimitsDep, PipelineDep
 from service.api.disconnect import cancel_on_disconnect
 from service.jobs.events import result_payload
+from service.jobs.pipeline import Plan
 from service.jobs.targets import job_from_request
 from service.schemas import ErrorResponse, ProcessRequest, ProcessResponse
 
@@ -27,6 +28,9 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 async def process(body: ProcessRequest, request: Request, pipeline: PipelineDep, limits: JobLimitsDep) -> Response:
     """Split ``text`` into chunks and process each at its target; failures are reported per chunk.
 
+    ``chunks`` gives each chunk's span (``index``, ``start``, ``end``; its text is ``text[start:end]``) and, only
+    with ``include_text: true``, its ``text``.
+
     Raises:
         InputTooLarge, ModelNotFound, ForbiddenTarget, InvalidInput, Overloaded: before any chunk is sent.
         RateLimited: the caller already runs its most jobs at once.
@@ -41,11 +45,18 @@ async def process(body: ProcessRequest, request: Request, pipeline: PipelineDep,
         "total": len(results),
         "successful": ok,
         "failed": len(results) - ok,
-        "chunks": [{"index": c.index, "start": c.start, "end": c.end, "text": c.text} for c in plan.chunks],
+        "chunks": _chunks(plan),
         "results": [result_payload(r) for r in results],
         "reduce": reduced,
     }
     return Response(_json(payload), media_type="application/json")
+
+
+def _chunks(plan: Plan) -> list[dict[str, Any]]:
+    # Spans only unless asked: the caller sent the text, and echoing it would send a large fan-out's text twice.
+    if plan.job.include_text:
+        return [{"index": c.index, "start": c.start, "end": c.end, "text": c.text} for c in plan.chunks]
+    return [{"index": c.index, "start": c.start, "end": c.end} for c in plan.chunks]
 
 
 def _json(payload: dict[str, Any]) -> bytes:

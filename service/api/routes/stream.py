@@ -56,7 +56,8 @@ async def process_stream(
 ) -> EventSourceResponse:
     """Like /v1/process, but each chunk's result is sent as a ``result`` event the moment it finishes.
 
-    Events: ``progress`` (chunked / queued / done counts), ``result`` (one per chunk, completion order),
+    Events: ``progress`` (chunked / queued / done counts), ``result`` (one per chunk, completion order, with the
+    chunk's ``start`` and ``end``, and its ``text`` with ``include_text: true``),
     ``summary`` (totals, last), ``error`` (if the job fails mid-way). Keep-alive comments when idle.
     Errors found before any work (limits, unknown model, forbidden URL) are ordinary JSON 4xx answers.
 

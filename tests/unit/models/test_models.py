@@ -25,6 +25,7 @@ from models import (
 )
 from models.embedding import read_pooling
 from models.loading import infer_task, resolve_device, resolve_dtype
+from tests.support.texts import MIXED_TEXTS
 from tests.support.tiny_models import make_tiny_classifier
 
 CPU = LoadOptions(device="cpu", warmup=False)
@@ -282,16 +283,7 @@ def test_pooling_is_read_from_either_config_format(tmp_path: Path, tiny_bert_dir
 def test_the_default_model_matches_sentence_transformers() -> None:
     from sentence_transformers import SentenceTransformer
 
-    texts = [
-        "hello",
-        "The quick brown fox jumps over the lazy dog.",
-        "Chunking long documents keeps every piece inside the encoder's window. " * 30,
-        "今天天气很好，我们去公园散步吧。",
-        "Great news 🎉🚀 see you soon 😀",
-        "",
-        "Résumé of a naïve café owner in Zürich",
-        "def f(x):\n    return x * 2  # code, not prose",
-    ]
+    texts = MIXED_TEXTS
     model = load_model("all-MiniLM-L6-v2", default_model_path(), options=LoadOptions(device="cpu"))
     assert model.info()["dimensions"] == 384 and model.max_input_tokens == 256
     encoded = model.encode(texts)

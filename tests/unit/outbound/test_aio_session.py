@@ -29,8 +29,9 @@ from service.outbound.exchange import Retryable
 from service.outbound.guard import OutboundPolicy
 from service.outbound.remote import RemoteClient, RemoteTarget, RetryPolicy, UpstreamCallError
 from service.runtime import build_pipeline
+from tests.support.outbound import TEST_CA, FakeDNS
+from tests.support.outbound import upstream as tls_upstream
 from tests.support.waiting import until
-from tests.unit.outbound import test_guard
 
 PUBLIC_V4 = "93.184.216.34"
 LOOPBACK = OutboundPolicy.from_allowlist(["127.0.0.1"])
@@ -126,20 +127,6 @@ async def upstream(respond: Callable[[Upstream, bytes], Awaitable[bytes | None]]
             await asyncio.gather(*handlers)
 
 
-class FakeDNS:
-    """Names from a fixed table; records what it was asked."""
-
-    def __init__(self, table: dict[str, list[str]]) -> None:
-        self.table = table
-        self.asked: list[str] = []
-
-    async def __call__(self, host: str, port: int) -> list[str]:
-        self.asked.append(host)
-        if host not in self.table:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return self.table[host]
-
-
 @asynccontextmanager
 async def remote_client(
     policy: OutboundPolicy = LOOPBACK,
@@ -208,7 +195,7 @@ async def test_inward_literals_and_other_schemes_are_refused_before_any_connecti
     async with remote_client(NO_POLICY, dns) as remote:
         with pytest.raises(ForbiddenTarget):
             await call(remote, url)
-    assert dns.asked == []
+    assert dns.hosts == []
 
 
 async def test_a_name_rebound_to_loopback_is_refused_and_nothing_connects() -> None:
@@ -216,7 +203,7 @@ async def test_a_name_rebound_to_loopback_is_refused_and_nothing_connects() -> N
     async with upstream() as up, remote_client(NO_POLICY, dns) as remote:
         with pytest.raises(ForbiddenTarget, match=r"rebind\.test resolves to a loopback"):
             await call(remote, f"http://rebind.test:{up.port}/x")
-    assert (up.connections, dns.asked) == (0, ["rebind.test"])  # a refusal is not retried
+    assert (up.connections, dns.hosts) == (0, ["rebind.test"])  # a refusal is not retried
 
 
 async def test_a_name_with_one_inward_address_among_public_ones_is_refused_whole() -> None:
@@ -244,7 +231,7 @@ async def test_the_checked_address_is_the_one_connected_to_and_each_new_connecti
         for _ in range(2):
             assert await call(remote, f"http://rebind.test:{up.port}/x") == {"ok": True}
     assert f"host: rebind.test:{up.port}".encode() in up.requests[0].lower()
-    assert (up.connections, dns.asked) == (2, ["rebind.test", "rebind.test"])  # no DNS cache between connections
+    assert (up.connections, dns.hosts) == (2, ["rebind.test", "rebind.test"])  # no DNS cache between connections
 
 
 async def test_a_redirect_is_a_failed_chunk_not_followed() -> None:
@@ -418,10 +405,6 @@ async def test_a_job_fails_only_the_chunks_whose_calls_failed() -> None:
 
 
 # ---------------------------------------------------------------- TLS: the URL's host verified, checked address used
-
-TEST_CA = test_guard.TEST_CA
-tls_upstream = test_guard.upstream
-tls_server_context = test_guard.tls_server_context  # the same fixture, found here by its name
 
 
 @pytest.mark.parametrize(("name", "verifies"), [("rebind.test", True), ("other.test", False)])

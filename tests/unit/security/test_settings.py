@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jwt
@@ -19,12 +18,7 @@ from tests.support.tokens import public_pem
 SECRET = "k" * 48
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no stray .env file
-    for key in list(os.environ):
-        if key.startswith("CHUNKSERVE_"):
-            monkeypatch.delenv(key)
+pytestmark = pytest.mark.usefixtures("clean_env")  # tests/unit/conftest.py
 
 
 def _refusal(argv: list[str]) -> str:

@@ -133,18 +133,22 @@
   function paint(text) {
     const box = $("highlight");
     box.replaceChildren();
+    // The server's start/end count code points; a JavaScript string's indices are UTF-16 units, which differ
+    // past the first emoji. Results carry no text (the request leaves include_text off): slice it here.
+    const points = Array.from(text);
+    const cut = (a, b) => points.slice(a, b).join("");
     const sorted = marks.slice().sort((a, b) => a.start - b.start || a.end - b.end);
     let at = 0;
     for (const m of sorted) {
       if (m.start < at) continue;  // broadcast: a chunk already painted
-      if (m.start > at) box.append(span(text.slice(at, m.start), "pending"));
-      const s = span(text.slice(m.start, m.end), m.cls);
+      if (m.start > at) box.append(span(cut(at, m.start), "pending"));
+      const s = span(cut(m.start, m.end), m.cls);
       s.dataset.start = m.start;
       s.dataset.end = m.end;
       box.append(s);
       at = m.end;
     }
-    if (at < text.length) box.append(span(text.slice(at), "pending"));
+    if (at < points.length) box.append(span(cut(at), "pending"));
   }
 
   function span(text, cls) {

@@ -1,44 +1,17 @@
-"""The asyncio network backend under httpcore, against real loopback servers only."""
+"""The asyncio network backend under httpcore (the pools benchmark's), against real loopback servers only."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import httpcore2 as httpcore
 import pytest
 import uvloop
 
-from service.outbound.aionet import AsyncioBackend
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@asynccontextmanager
-async def server(handler: Handler) -> AsyncIterator[int]:
-    """A loopback TCP server running ``handler`` per connection; yields its port."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            await handler(reader, writer)
-        finally:
-            writer.close()
-
-    srv = await asyncio.start_server(run, "127.0.0.1", 0)
-    try:
-        yield srv.sockets[0].getsockname()[1]
-    finally:
-        srv.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await srv.wait_closed()
+from service.bench.stacks.aionet import AsyncioBackend
+from tests.support.outbound import tcp_server
 
 
 async def echo_upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -48,7 +21,7 @@ async def echo_upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
 
 
 async def test_bytes_written_come_back_and_eof_reads_empty() -> None:
-    async with server(echo_upper) as port:
+    async with tcp_server(echo_upper) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
         await stream.write(b"hello", timeout=5)
         assert await stream.read(100, timeout=5) == b"HELLO"
@@ -62,7 +35,7 @@ async def test_a_read_returns_at_most_max_bytes_and_keeps_the_rest_in_order() ->
         writer.write(payload)
         await writer.drain()
 
-    async with server(send_all) as port:
+    async with tcp_server(send_all) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
         await asyncio.sleep(0.05)  # let it all arrive before reading, to fill the buffer past its mark
         received = bytearray()
@@ -79,7 +52,7 @@ async def inert(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def test_a_silent_peer_makes_the_read_time_out() -> None:
-    async with server(inert) as port:
+    async with tcp_server(inert) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
         with pytest.raises(httpcore.ReadTimeout):
             await stream.read(100, timeout=0.05)
@@ -87,7 +60,7 @@ async def test_a_silent_peer_makes_the_read_time_out() -> None:
 
 
 async def test_a_peer_that_never_reads_makes_the_write_time_out() -> None:
-    async with server(inert) as port:
+    async with tcp_server(inert) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
 
         async def fill() -> None:
@@ -105,7 +78,7 @@ async def test_an_idle_connection_turns_readable_when_the_peer_closes_it() -> No
     async def close_soon(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await closed.wait()
 
-    async with server(close_soon) as port:
+    async with tcp_server(close_soon) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
         assert stream.get_extra_info("is_readable") is False
         closed.set()
@@ -119,7 +92,7 @@ async def test_an_idle_connection_turns_readable_when_the_peer_closes_it() -> No
 
 
 async def test_extra_info_names_both_ends_and_the_socket() -> None:
-    async with server(echo_upper) as port:
+    async with tcp_server(echo_upper) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
         assert stream.get_extra_info("server_addr") == ("127.0.0.1", port)
         assert stream.get_extra_info("client_addr")[0] == "127.0.0.1"
@@ -139,7 +112,7 @@ async def test_a_closed_port_is_a_connect_error() -> None:
 
 
 async def test_writing_to_a_closed_stream_is_a_write_error() -> None:
-    async with server(echo_upper) as port:
+    async with tcp_server(echo_upper) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
         await stream.aclose()
         with pytest.raises(httpcore.WriteError):
@@ -161,7 +134,7 @@ async def test_an_http_pool_on_the_backend_reuses_one_connection_for_sequential_
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()
 
-    async with server(http) as port, httpcore.AsyncConnectionPool(network_backend=AsyncioBackend()) as pool:
+    async with tcp_server(http) as port, httpcore.AsyncConnectionPool(network_backend=AsyncioBackend()) as pool:
         for _ in range(5):
             response = await pool.request("GET", f"http://127.0.0.1:{port}/")
             assert (response.status, response.content) == (200, b"ok")

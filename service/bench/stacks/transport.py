@@ -1,4 +1,5 @@
-"""The outbound HTTP client: connections only to addresses the guard allows, spread over several small pools.
+"""The httpx2 client of the pools benchmark: connections only to addresses the guard allows, spread over several
+small pools (the server's own outbound client is aiohttp's, ``service/outbound/aio.py``).
 
 httpx's connection pool does work linear in its size on every request start and finish, so one pool carrying a
 thousand concurrent calls spends seconds of CPU on bookkeeping. ``ShardedTransport`` keeps each pool small.
@@ -14,8 +15,8 @@ from collections.abc import Iterable
 import httpcore2 as httpcore
 import httpx2 as httpx
 
+from service.bench.stacks.aionet import AsyncioBackend
 from service.errors import ForbiddenTarget, UpstreamError
-from service.outbound.aionet import AsyncioBackend
 from service.outbound.guard import OutboundPolicy, Resolver, resolve_and_check
 
 

@@ -9,12 +9,11 @@ from collections.abc import Iterable
 import httpcore2 as httpcore
 import pytest
 
-from service.outbound.aionet import AsyncioBackend
+from service.bench.stacks.aionet import AsyncioBackend
+from service.bench.stacks.transport import GuardedBackend
 from service.outbound.guard import OutboundPolicy
-from service.outbound.transport import GuardedBackend
+from tests.support.outbound import FakeDNS, tcp_server
 from tests.support.waiting import until
-from tests.unit.outbound.test_aionet import server
-from tests.unit.outbound.test_guard import FakeDNS
 
 
 class _FirstAddressDropsPackets(AsyncioBackend):
@@ -46,7 +45,7 @@ async def test_an_address_that_drops_packets_gets_only_its_share_of_the_connect_
     inner = _FirstAddressDropsPackets()
     dns = FakeDNS({"two.test": ["127.0.0.2", "127.0.0.1"]})
     backend = GuardedBackend(OutboundPolicy.from_allowlist(["127.0.0.0/8"]), dns, inner)
-    async with server(_silent) as port:
+    async with tcp_server(_silent) as port:
         stream = await backend.connect_tcp("two.test", port, timeout=0.4)
         await stream.aclose()
     (first, first_timeout), (second, second_timeout) = inner.tried
@@ -62,7 +61,7 @@ async def test_start_tls_refuses_a_connection_whose_peer_sent_bytes_before_the_h
         await writer.drain()
         await reader.read()
 
-    async with server(early) as port:
+    async with tcp_server(early) as port:
         stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
         await until(lambda: bool(stream.get_extra_info("is_readable")))  # the early bytes are in the buffer
         with pytest.raises(httpcore.ConnectError, match="before the TLS handshake"):
