@@ -76,7 +76,10 @@ class HFModel(ABC):
         """Tokenize ``texts`` in one batched pass, cutting each to ``max_input_tokens``."""
         limit, suffix = self.max_input_tokens, self._suffix
         out: list[Encoded] = []
-        for enc in self._engine.encode_batch(list(texts)):
+        # One text (most requests): encode it here; encode_batch would hand it to the tokenizer's thread pool and
+        # wake another thread on cores the model is using (measured: 380 µs against 300 µs wall for 128 tokens).
+        encodings = [self._engine.encode(texts[0])] if len(texts) == 1 else self._engine.encode_batch(list(texts))
+        for enc in encodings:
             ids: list[int] = enc.ids
             n = len(ids)
             if n > limit:

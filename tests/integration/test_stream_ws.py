@@ -151,10 +151,11 @@ def test_reader_leaving_cancels_remote_calls_and_drops_queued_chunks(app: FastAP
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         dropped = _metric(server, "chunkserve_dropped_inputs", "tiny-embed") - dropped_before
-        if dropped >= first_queued - 2:
+        if dropped >= first_queued - 4:
             break
         time.sleep(0.05)
-    assert dropped >= first_queued - 2  # at most one batch of 2 was already in the model
+    # At most two batches of 2 had reached the model thread: the one held there and the one handed over behind it.
+    assert dropped >= first_queued - 4
     assert _metric(server, "chunkserve_remote_calls", "cancelled") - cancelled_before == remote_calls
 
 

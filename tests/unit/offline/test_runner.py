@@ -36,6 +36,7 @@ def _settings(embed: Path, clf: Path | None = None, **overrides: Any) -> Setting
         "max_wait_ms": 2,
         "max_batch_tokens": 2048,
         "batch_window": 16,
+        "batch_overhead_tokens": 1_000_000,  # full batches (the tests count them), and no start-up probe calls
         **overrides,
     }
     return Settings(**values)
