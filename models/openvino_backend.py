@@ -8,6 +8,7 @@ fight ours, and its pipelines would replace the tokenization and pooling this pr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -195,7 +196,14 @@ def compile_ir(ir: Path, threads: int | None, precision: str = "f32") -> ov.Comp
     }
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
-    return ov.Core().compile_model(str(ir), "CPU", config)
+    return _core().compile_model(str(ir), "CPU", config)
+
+
+@functools.cache
+def _core() -> ov.Core:
+    # One Core per process, as OpenVINO advises: each Core loads its own CPU plugin and thread arenas, and several of
+    # them being torn down at interpreter exit is the prime suspect of a rare crash after a test run had passed.
+    return ov.Core()
 
 
 def min_cosine(expected: Sequence[Any], actual: Sequence[Any]) -> float:

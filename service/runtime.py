@@ -163,7 +163,9 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
             overhead = await loop.run_in_executor(thread, measure_batch_overhead, model)
         policy = batch_policy(settings, device, overhead_tokens=overhead)
         reason = choose_defaults(replace(detect_machine(), gpu=device != "cpu")).reason
-        log.info("batching defaults: %s; a model call costs %s padded tokens", reason, policy.batch_overhead_tokens)
+        cost = policy.batch_overhead_tokens
+        said = "unmeasured, so batches are cut full" if cost is None else f"{cost:.0f} padded tokens"
+        log.info("batching defaults: %s; a model call costs %s", reason, said)
         metrics.max_batch_size[entry.id] = policy.max_batch_size
         engine = ModelEngine(
             entry.id,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from service.batching.ledger import Ledger, Request
+from service.batching.ledger import Ledger, Request, retrieve
 from service.observability.stats import BatchStats
 
 T = TypeVar("T")
@@ -69,6 +69,7 @@ class ModelCalls(Generic[T, R]):
             return None
         loop = asyncio.get_running_loop()
         call = loop.run_in_executor(self._executor, _timed, self._fn, [r.item for r in live])
+        call.add_done_callback(retrieve)  # a call nobody awaits any more (the loop died) must not log its error
         return Flight(live, call, loop.time(), time.perf_counter())
 
     async def finish(self, flight: Flight[T, R] | None) -> Exception | None:
