@@ -3,7 +3,8 @@
 Asyncio only (see "The batcher contract" in docs/architecture.md). One loop task owns the queue: it blocks for
 the first item, waits until that item's deadline (arrival + ``max_wait_s``) unless the queue already fills a batch,
 then takes a window of up to ``window`` queued items (oldest first), sorts them by cost, cuts them into batches
-within ``max_batch_size`` and ``max_batch_tokens`` (padded: longest x n) and runs those one after another.
+within ``max_batch_size`` and ``max_batch_tokens`` (padded: longest x n; where it is cheapest under the policy's
+call overhead) and runs those one after another, each handed to the model thread while the one before still runs.
 A trailing batch that is not full and whose oldest item is still inside its deadline goes back to the queue head.
 Each caller owns its future; results are matched to requests by identity, never by position in the sorted order.
 """
