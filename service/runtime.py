@@ -158,10 +158,10 @@ async def load_engines(settings: Settings, registry: ModelRegistry, loader: Load
             log.info("model %s ready: %s", entry.id, model.info())
             continue
         device = str(model.info().get("device", "cpu"))
-        overhead = settings.batch_overhead_tokens
-        if overhead is None:
-            overhead = await loop.run_in_executor(thread, measure_batch_overhead, model)
-        policy = batch_policy(settings, device, overhead_tokens=overhead)
+        measured = None
+        if settings.batch_overhead_tokens is None:  # measured on the model's own thread, as every call of it runs
+            measured = await loop.run_in_executor(thread, measure_batch_overhead, model)
+        policy = batch_policy(settings, device, overhead_tokens=measured)
         reason = choose_defaults(replace(detect_machine(), gpu=device != "cpu")).reason
         cost = policy.batch_overhead_tokens
         said = "unmeasured, so batches are cut full" if cost is None else f"{cost:.0f} padded tokens"

@@ -190,8 +190,7 @@ class MicroBatcher(Generic[T, R]):
         return requests
 
     def _fills(self) -> bool:
-        n = self._ledger.waiting
-        return n >= self.policy.max_batch_size or n * self._queued_max_cost >= self.policy.max_batch_tokens
+        return self.policy.fills(self._ledger.waiting, self._queued_max_cost)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -242,7 +241,7 @@ class MicroBatcher(Generic[T, R]):
         costs = [r.cost for r in window]
         cuts = plan_batches(costs, policy.max_batch_size, policy.max_batch_tokens, policy.batch_overhead_tokens)
         batches = [[window[i] for i in cut] for cut in cuts]
-        plenty = len(window) >= policy.max_batch_size or len(window) * max(costs, default=0) >= policy.max_batch_tokens
+        plenty = policy.fills(len(window), max(costs, default=0))
         if batches and not self._closing:
             last = batches[-1]
             if not self._is_full(last) and now < min(r.arrival for r in last) + policy.max_wait_s:

@@ -40,6 +40,10 @@ class BatchPolicy:
         if overhead is not None and not (overhead > 0 and math.isfinite(overhead)):
             raise ValueError(f"batch_overhead_tokens must be a finite number > 0 (or None), got {overhead!r}")
 
+    def fills(self, n: int, longest: int) -> bool:
+        """Whether ``n`` inputs, the longest of ``longest`` tokens, make at least one full batch."""
+        return n >= self.max_batch_size or n * longest >= self.max_batch_tokens
+
 
 def plan_batches(
     costs: Sequence[int], max_batch_size: int, max_batch_tokens: int, overhead_tokens: float | None = None

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from service.jobs.chunking import Chunk
 from service.jobs.pipeline import ChunkResult, Pipeline, Plan
 from service.jobs.targets import target_label
 
@@ -30,6 +31,14 @@ def result_payload(result: ChunkResult) -> dict[str, Any]:
         "latency_ms": result.latency_ms,
         "attempts": result.attempts,
     }
+
+
+def chunk_span(chunk: Chunk, include_text: bool) -> dict[str, Any]:
+    """Where a chunk lies in the request's text (code points); its text too only when the caller asked for it."""
+    span: dict[str, Any] = {"start": chunk.start, "end": chunk.end}
+    if include_text:  # off by default: the caller sent the text, and a large fan-out would get it back twice
+        span["text"] = chunk.text
+    return span
 
 
 async def job_events(pipeline: Pipeline, plan: Plan, *, progress_every_s: float = 0.25) -> AsyncIterator[Event]:
@@ -57,12 +66,8 @@ async def job_events(pipeline: Pipeline, plan: Plan, *, progress_every_s: float 
             failed += not result.success
             if plan.job.reduce is not None:
                 collected.append(result)
-            chunk = chunks[result.index]
             # The chunk's span in the text, so a client can show where each result belongs as it arrives.
-            data = {**result_payload(result), "start": chunk.start, "end": chunk.end}
-            if include_text:
-                data["text"] = chunk.text
-            yield Event("result", data)
+            yield Event("result", {**result_payload(result), **chunk_span(chunks[result.index], include_text)})
             now = time.perf_counter()
             if now - last_progress >= progress_every_s and done < total:
                 last_progress = now

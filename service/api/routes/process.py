@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from service.api.deps import JOB_SLOT, JobLimitsDep, PipelineDep
 from service.api.disconnect import cancel_on_disconnect
-from service.jobs.events import result_payload
+from service.jobs.events import chunk_span, result_payload
 from service.jobs.pipeline import Plan
 from service.jobs.targets import job_from_request
 from service.schemas import ErrorResponse, ProcessRequest, ProcessResponse
@@ -53,10 +53,7 @@ async def process(body: ProcessRequest, request: Request, pipeline: PipelineDep,
 
 
 def _chunks(plan: Plan) -> list[dict[str, Any]]:
-    # Spans only unless asked: the caller sent the text, and echoing it would send a large fan-out's text twice.
-    if plan.job.include_text:
-        return [{"index": c.index, "start": c.start, "end": c.end, "text": c.text} for c in plan.chunks]
-    return [{"index": c.index, "start": c.start, "end": c.end} for c in plan.chunks]
+    return [{"index": c.index, **chunk_span(c, plan.job.include_text)} for c in plan.chunks]
 
 
 def _json(payload: dict[str, Any]) -> bytes:
